@@ -1,0 +1,67 @@
+"""Auto-checks for the exercises: each runs a student's function on small hand-made
+cases and raises AssertionError with a hint when it is wrong (MIT 6.5940 lab style).
+
+Each check returns True when it passes, so a notebook cell can end with it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["check_conv_params", "check_conv_macs", "check_accuracy", "check_ideal_speedup"]
+
+
+def _fail(message: str, hint: str):
+    raise AssertionError(f"{message}\nHint: {hint}")
+
+
+def check_conv_params(conv_params) -> bool:
+    """Exercise 00.1: ``conv_params(c_in, c_out, k, bias) -> int`` parameters of a k x k Conv2d."""
+    for c_in, c_out, k, bias in [(3, 16, 3, False), (16, 32, 3, True), (64, 10, 1, True), (1, 1, 5, False)]:
+        want = sum(p.numel() for p in nn.Conv2d(c_in, c_out, k, bias=bias).parameters())
+        got = conv_params(c_in, c_out, k, bias)
+        if got != want:
+            _fail(f"conv_params({c_in}, {c_out}, {k}, bias={bias}) returned {got}, expected {want}.",
+                  "each of the c_out filters has c_in * k * k weights, plus one bias per filter when bias=True.")
+    return True
+
+
+def check_conv_macs(conv_macs) -> bool:
+    """Exercise 00.2: ``conv_macs(c_in, c_out, k, h_out, w_out) -> int`` MACs of one conv on one image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for c_in, c_out, k, size, stride in [(3, 16, 3, 32, 1), (16, 32, 3, 32, 2), (8, 8, 1, 7, 1)]:
+        conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False)
+        x = torch.zeros(1, c_in, size, size)
+        with FlopCounterMode(display=False) as counter:
+            out = conv(x)
+        want = counter.get_total_flops() // 2
+        got = conv_macs(c_in, c_out, k, out.shape[2], out.shape[3])
+        if got != want:
+            _fail(f"conv_macs({c_in}, {c_out}, {k}, {out.shape[2]}, {out.shape[3]}) returned {got}, expected {want}.",
+                  "every output value (c_out * h_out * w_out of them) needs c_in * k * k multiply-accumulates.")
+    return True
+
+
+def check_accuracy(accuracy) -> bool:
+    """Exercise 00.3: ``accuracy(logits, y) -> float`` share of rows whose argmax equals the label."""
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.1, 0.3, 0.2], [0.0, 0.0, 5.0], [1.0, 2.0, 3.0]])
+    y = torch.tensor([0, 2, 2, 1])
+    got = float(accuracy(logits, y))
+    if abs(got - 0.5) > 1e-6:
+        _fail(f"accuracy returned {got} on a case whose answer is 0.5.",
+              "take logits.argmax(dim=1), compare with y, and average the matches as floats.")
+    if abs(float(accuracy(logits[:1], y[:1])) - 1.0) > 1e-6:
+        _fail("accuracy of a single correct prediction should be 1.0.", "divide by the number of rows, not a constant.")
+    return True
+
+
+def check_ideal_speedup(ideal_speedup) -> bool:
+    """Exercise 00.4: ``ideal_speedup(macs_big, macs_small) -> float`` the speedup if time followed MACs."""
+    for big, small in [(100, 25), (41_000_000, 12_900_000), (7, 7)]:
+        got = float(ideal_speedup(big, small))
+        if abs(got - big / small) > 1e-9 * big / small:
+            _fail(f"ideal_speedup({big}, {small}) returned {got}, expected {big / small}.",
+                  "if latency were proportional to MACs, the speedup is the ratio of the two MAC counts (big / small).")
+    return True

@@ -1,0 +1,100 @@
+"""Device choice, seeding and the environment report printed at the top of every notebook.
+
+Introduced in notebooks/00_baseline.ipynb.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import random
+import time
+
+import numpy as np
+import torch
+
+__all__ = ["pick_device", "seed_everything", "autocast_dtype", "environment_report"]
+
+
+def pick_device(profile_name: str | None = None) -> torch.device:
+    """CUDA when available (and the profile is not "smoke" or "cpu"), else CPU."""
+    if profile_name in ("smoke", "cpu"):
+        return torch.device("cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA); return a torch.Generator seeded the same."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed: {seed!r} is not allowed; use a non-negative integer")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@functools.cache
+def _cpu_bf16_is_faster() -> bool:
+    """Time a small conv in fp32 and under bf16 autocast; True when bf16 is >= 1.2x faster.
+
+    CPUs without native bf16 (AVX2-only) emulate it and run 5-15x slower, so
+    the choice is measured, not assumed.
+    """
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(32, 64, 16, 16).contiguous(memory_format=torch.channels_last)
+
+    def run(enabled: bool) -> float:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            conv(x)  # warm-up: kernel selection
+            t = time.perf_counter()
+            for _ in range(3):
+                conv(x)
+            return time.perf_counter() - t
+
+    return run(False) / run(True) >= 1.2
+
+
+def autocast_dtype(device: torch.device | str, amp: str = "auto") -> torch.dtype | None:
+    """The autocast dtype to train with, or None for plain fp32.
+
+    amp: "auto" (bf16 on CUDA when supported else fp16; bf16 on CPU only where
+    it measures faster), "bf16", "fp16" or "off".
+    """
+    allowed = ("auto", "bf16", "fp16", "off")
+    if amp not in allowed:
+        raise ValueError(f"amp: unknown value {amp!r}; allowed: {', '.join(allowed)}")
+    kind = torch.device(device).type
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if _cpu_bf16_is_faster() else None
+
+
+def environment_report(profile: dict, device: torch.device | str) -> dict:
+    """Versions, device, CPU threads and the resolved profile, as a dict (print it in notebooks)."""
+    import torchvision
+
+    device = torch.device(device)
+    report = {
+        "profile": profile.get("name"),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "autocast": str(autocast_dtype(device, profile.get("amp", "auto"))),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        report["cuda"] = torch.version.cuda
+    return report

@@ -1,0 +1,142 @@
+"""How big and how fast a model is: parameters, MACs, stored size, latency, and a ledger record.
+
+MACs come from torch.utils.flop_counter.FlopCounterMode, which counts FLOPs
+(one multiply-accumulate = 2 FLOPs); we report MACs = FLOPs / 2 per image.
+Latency uses torch.utils.benchmark (median and interquartile range over
+blocked_autorange runs, threads fixed, CUDA synchronised by the Timer).
+Introduced in notebooks/00_baseline.ipynb.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import io
+
+import torch
+from torch import nn
+
+__all__ = [
+    "count_params",
+    "count_nonzero_params",
+    "count_macs",
+    "state_dict_bytes",
+    "measure_latency",
+    "model_record",
+]
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (pruning masks' ``weight_orig`` counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzero_params(model: nn.Module) -> int:
+    """Parameters that are not zero, seen through pruning masks when present."""
+    total = 0
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if name.endswith("_orig") and hasattr(module, name[: -len("_orig")] + "_mask"):
+                p = getattr(module, name[: -len("_orig")])  # the masked weight
+            total += int(torch.count_nonzero(p.detach()))
+    return total
+
+
+def count_macs(model: nn.Module, input_size=(3, 32, 32)) -> int:
+    """Multiply-accumulates for one input image of ``input_size`` (C, H, W), model in eval mode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, *input_size, device=device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops() // 2)
+
+
+def state_dict_bytes(model: nn.Module) -> dict:
+    """Serialized size of the state dict: {"raw": bytes of torch.save, "gzip": after gzip -6}."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    raw = buf.getvalue()
+    return {"raw": len(raw), "gzip": len(gzip.compress(raw, compresslevel=6))}
+
+
+def measure_latency(model: nn.Module, batch_size: int, *, device: torch.device | str = "cpu",
+                    input_size=(3, 32, 32), threads: int | None = None, min_run_time: float = 0.3,
+                    channels_last: bool = True) -> dict:
+    """Median and spread of one forward pass over a batch, in milliseconds.
+
+    The model is copied to ``device`` in eval mode and run under inference_mode
+    after a warm-up; torch.utils.benchmark's blocked_autorange picks the number
+    of runs (at least ``min_run_time`` seconds). On CPU ``threads`` fixes the
+    thread count (default: torch's current). Returns {"median_ms", "iqr_ms",
+    "runs", "threads", "batch_size", "device"}.
+    """
+    from torch.utils import benchmark
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size: {batch_size!r} is not allowed; use a positive integer")
+    device = torch.device(device)
+    threads = threads or torch.get_num_threads()
+    m = copy.deepcopy(model).to(device).eval()
+    x = torch.randn(batch_size, *input_size, device=device)
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(3):
+            m(x)
+        timer = benchmark.Timer(
+            stmt="m(x)", globals={"m": m, "x": x}, num_threads=threads if device.type == "cpu" else 1,
+            label="latency", description=f"b{batch_size}",
+        )
+        result = timer.blocked_autorange(min_run_time=min_run_time)
+    return {
+        "median_ms": result.median * 1e3,
+        "iqr_ms": result.iqr * 1e3,
+        "runs": len(result.times),
+        "threads": threads,
+        "batch_size": batch_size,
+        "device": device.type,
+    }
+
+
+def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accuracy: float | None,
+                 dataset: str, profile: str, device: torch.device | str, seed: int,
+                 latency_batch_sizes=(1, 64), input_size=(3, 32, 32), min_run_time: float = 0.3,
+                 extra: dict | None = None) -> dict:
+    """One ledger-ready record (the fields of COURSE_DESIGN's run ledger) for ``model``.
+
+    Latency is measured on the CPU for every batch size in ``latency_batch_sizes``
+    and, when ``device`` is CUDA, on the GPU as well (keys "cpu_b1", "cuda_b256", ...).
+    """
+    device = torch.device(device)
+    sizes = state_dict_bytes(model)
+    latency = {}
+    for b in latency_batch_sizes:
+        if b <= 64 or device.type == "cpu":
+            latency[f"cpu_b{b}"] = round(measure_latency(model, b, device="cpu", input_size=input_size,
+                                                         min_run_time=min_run_time)["median_ms"], 4)
+        if device.type == "cuda":
+            latency[f"cuda_b{b}"] = round(measure_latency(model, b, device=device, input_size=input_size,
+                                                          min_run_time=min_run_time)["median_ms"], 4)
+    return {
+        "notebook": notebook,
+        "stage": stage,
+        "model": name,
+        "dataset": dataset,
+        "profile": profile,
+        "device": device.type,
+        "seed": int(seed),
+        "accuracy": None if accuracy is None else float(accuracy),
+        "params": count_params(model),
+        "nonzero_params": count_nonzero_params(model),
+        "macs": count_macs(model, input_size),
+        "size_bytes": sizes["raw"],
+        "size_gzip_bytes": sizes["gzip"],
+        "latency_ms": latency,
+        "extra": dict(extra or {}),
+    }

@@ -1,0 +1,143 @@
+"""Models used throughout the course.
+
+* ``ResNetCifar`` -- the CIFAR-style residual network family (He et al. 2016,
+  "Deep Residual Learning", section 4.2): a 3x3 stem, three stages of
+  BasicBlocks with widths ``(w, 2w, 4w)`` at 32x32, 16x16 and 8x8, global
+  average pooling and a linear classifier. Depth and width are configurable.
+* ``resnet18_cifar`` -- torchvision's ResNet-18 adapted to 32x32 inputs (3x3
+  stem with stride 1, no max-pool), optionally initialised from torchvision's
+  ImageNet weights through the weights API.
+* ``build_model`` -- one entry point by name, used by configs and checkpoints.
+
+Introduced in notebooks/00_baseline.ipynb.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["BasicBlock", "ResNetCifar", "resnet18_cifar", "build_model", "MODEL_NAMES"]
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity (or 1x1 projection) shortcut.
+
+    x: (N, in_ch, H, W) -> (N, out_ch, H/stride, W/stride).
+    ``conv1``/``bn1`` hold the block's inner channels, which structured pruning
+    may shrink; ``conv2``/``bn2`` write to the residual stream.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, mid_ch: int | None = None):
+        super().__init__()
+        mid_ch = out_ch if mid_ch is None else mid_ch
+        self.conv1 = nn.Conv2d(in_ch, mid_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid_ch)
+        self.conv2 = nn.Conv2d(mid_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
+
+    @property
+    def downsamples(self) -> bool:
+        """True when the block changes the tensor's shape (it has a projection)."""
+        return len(self.shortcut) > 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNetCifar(nn.Module):
+    """CIFAR ResNet: stem -> stage1 (w) -> stage2 (2w, /2) -> stage3 (4w, /2) -> pool -> fc.
+
+    Args:
+        blocks: BasicBlocks per stage, e.g. (3, 3, 3) is ResNet-20.
+        width: channels of the first stage ``w``; the stages have (w, 2w, 4w).
+        num_classes: size of the classifier.
+    Input (N, 3, 32, 32) -> logits (N, num_classes). Any input size works
+    thanks to the global average pool.
+    """
+
+    def __init__(self, blocks=(3, 3, 3), width: int = 16, num_classes: int = 10, stem_pool: bool = False):
+        super().__init__()
+        if len(blocks) != 3 or min(blocks) < 1:
+            raise ValueError(f"blocks must be three positive counts, got {blocks!r}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width!r}")
+        self.config = {"blocks": list(blocks), "width": int(width), "num_classes": int(num_classes), "stem_pool": bool(stem_pool)}
+        stem = [nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        if stem_pool:  # 32x32 -> 16x16 before the stages: 4x fewer MACs, airbench-style
+            stem.append(nn.MaxPool2d(2))
+        self.stem = nn.Sequential(*stem)
+        stages, in_ch = [], width
+        for i, n in enumerate(blocks):
+            out_ch = width * 2**i
+            layers = []
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                layers.append(BasicBlock(in_ch, out_ch, stride))
+                in_ch = out_ch
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # Zero-init the last BN of each residual branch (Goyal et al. 2017):
+        # every block starts as the identity, which trains faster.
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # (N, w, 32, 32)
+        x = self.layer1(x)  # (N, w, 32, 32)
+        x = self.layer2(x)  # (N, 2w, 16, 16)
+        x = self.layer3(x)  # (N, 4w, 8, 8)
+        return self.fc(torch.flatten(self.pool(x), 1))  # (N, classes)
+
+
+def resnet18_cifar(num_classes: int = 10, weights: str | None = None) -> nn.Module:
+    """torchvision's ResNet-18 adapted to 32x32 images.
+
+    The 7x7 stride-2 stem and the max-pool would shrink a 32x32 image to 8x8
+    before the first stage; they are replaced by a 3x3 stride-1 conv and an
+    identity. ``weights`` is None (random init) or a torchvision weights name
+    such as "IMAGENET1K_V1": the ImageNet weights are loaded (downloaded into
+    torchvision's cache when absent), the stem's 7x7 kernel is resized to 3x3 and
+    the 1000-class head replaced by a new ``num_classes`` one.
+    """
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    model = resnet18(weights=ResNet18_Weights[weights] if weights else None)
+    old = model.conv1.weight.detach()
+    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    if weights:
+        with torch.no_grad():  # keep the pretrained filters' pattern, at 3x3
+            model.conv1.weight.copy_(F.interpolate(old, size=(3, 3), mode="bilinear", align_corners=False))
+    model.maxpool = nn.Identity()
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    model.config = {"num_classes": num_classes, "weights": weights}
+    return model
+
+
+def _resnet_cifar(**kw):
+    return ResNetCifar(**kw)
+
+
+MODEL_NAMES = ("resnet_cifar", "resnet18_cifar")
+_BUILDERS = {"resnet_cifar": _resnet_cifar, "resnet18_cifar": resnet18_cifar}
+
+
+def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+    """Build a model by name ("resnet_cifar" or "resnet18_cifar") with its keyword arguments."""
+    if name not in _BUILDERS:
+        raise ValueError(f"model: unknown name {name!r}; allowed: {', '.join(MODEL_NAMES)}")
+    return _BUILDERS[name](num_classes=num_classes, **kwargs)

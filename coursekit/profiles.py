@@ -1,0 +1,128 @@
+"""Run profiles: one table of sizes and schedules, resolved once per notebook.
+
+A notebook passes its ``profile`` parameter ("smoke", "cpu", "gpu" or "auto")
+and any explicit overrides to ``resolve_profile``. "auto" becomes the value of
+the environment variable COURSEKIT_PROFILE when that is set, else "gpu" when
+CUDA is available and "cpu" otherwise. An override that is not None always
+wins over the profile's value. Introduced in notebooks/00_baseline.ipynb.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+__all__ = ["PROFILES", "PROFILE_NAMES", "Profile", "resolve_profile"]
+
+# Every size and schedule the notebooks use lives here, and only here.
+# train_per_class / test_per_class: cap on images per class (None = all).
+# base_model: the model 00_baseline trains and later chapters reuse as teacher.
+# small_model: the much smaller ResNet 00_baseline measures beside it.
+PROFILES: dict[str, dict] = {
+    "smoke": {
+        "train_per_class": 30,
+        "test_per_class": 10,
+        "val_fraction": 0.2,
+        "batch_size": 64,
+        "epochs": 1,
+        "lr": 0.2,
+        "weight_decay": 5e-4,
+        "label_smoothing": 0.1,
+        "tta": True,
+        "base_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8, "stem_pool": True},
+        "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 4, "stem_pool": True},
+        "latency_batch_sizes": [1, 8],
+        "latency_min_time": 0.02,
+        "amp": "auto",
+        "channels_last": True,
+    },
+    "cpu": {
+        "train_per_class": None,
+        "test_per_class": None,
+        "val_fraction": 0.1,
+        "batch_size": 256,
+        "epochs": 4,
+        "lr": 0.4,
+        "weight_decay": 5e-4,
+        "label_smoothing": 0.1,
+        "tta": True,
+        "base_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 32, "stem_pool": True},
+        "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8, "stem_pool": True},
+        "latency_batch_sizes": [1, 64],
+        "latency_min_time": 0.3,
+        "amp": "auto",
+        "channels_last": True,
+    },
+    "gpu": {
+        "train_per_class": None,
+        "test_per_class": None,
+        "val_fraction": 0.1,
+        "batch_size": 512,
+        "epochs": 40,
+        "lr": 0.8,
+        "weight_decay": 5e-4,
+        "label_smoothing": 0.1,
+        "tta": True,
+        "base_model": {"name": "resnet_cifar", "blocks": [2, 2, 2], "width": 64, "stem_pool": False},
+        "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 16, "stem_pool": False},
+        "latency_batch_sizes": [1, 64, 256],
+        "latency_min_time": 0.5,
+        "amp": "auto",
+        "channels_last": True,
+    },
+}
+PROFILE_NAMES = ("smoke", "cpu", "gpu", "auto")
+
+
+class Profile(dict):
+    """A resolved profile: a dict whose keys also read as attributes (``p.epochs``)."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"profile has no setting {key!r}; settings: {', '.join(sorted(self))}") from None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_profile(profile: str = "auto", **overrides) -> Profile:
+    """Return the settings of ``profile`` with every non-None override applied.
+
+    Args:
+        profile: "smoke", "cpu", "gpu" or "auto".
+        **overrides: settings from the table above; None means "use the profile's".
+    Returns:
+        Profile with a ``name`` key holding the resolved profile name.
+    Raises:
+        ValueError for an unknown profile or setting, or "gpu" without CUDA.
+    """
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"profile: unknown value {profile!r}; allowed: {', '.join(PROFILE_NAMES)}")
+    name = profile
+    if name == "auto":
+        env = os.environ.get("COURSEKIT_PROFILE", "").strip()
+        if env:
+            if env not in PROFILES:
+                raise ValueError(
+                    f"COURSEKIT_PROFILE: unknown value {env!r}; allowed: {', '.join(PROFILES)}"
+                )
+            name = env
+        else:
+            name = "gpu" if _cuda_available() else "cpu"
+    if name == "gpu" and not _cuda_available():
+        raise ValueError(
+            "profile: 'gpu' needs CUDA, and torch.cuda.is_available() is False on this machine; "
+            "use 'cpu' or 'auto'"
+        )
+    settings = Profile(copy.deepcopy(PROFILES[name]))
+    unknown = sorted(k for k in overrides if k not in settings)
+    if unknown:
+        raise ValueError(f"unknown profile setting(s) {unknown}; allowed: {', '.join(sorted(settings))}")
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    settings["name"] = name
+    return settings

@@ -1,0 +1,105 @@
+"""The setup every notebook does first: resolve the profile, seed, pick the device,
+resolve the run dir, and print the environment report.
+
+``start_session`` returns a ``Session`` that later cells use to build data
+loaders, reuse cached models and write ledger records, so no notebook copies
+setup code from another. Introduced in notebooks/00_baseline.ipynb.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import data as _data
+from .env import environment_report, pick_device, seed_everything
+from .ledger import append_record
+from .metrics import model_record
+from .profiles import Profile, resolve_profile
+
+__all__ = ["Session", "start_session", "resolve_run_dir"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_run_dir(run_dir: str | os.PathLike) -> Path:
+    """Where a run's files go. A relative ``run_dir`` is taken from $COURSEKIT_RUNS_BASE when set
+    (the tests point it at a temporary folder), else from the repository root, so that a
+    notebook opened in notebooks/ and one run by the CLI share ``runs/``."""
+    p = Path(run_dir).expanduser()
+    if p.is_absolute():
+        return p
+    env = os.environ.get("COURSEKIT_RUNS_BASE")
+    if env:
+        return Path(env).expanduser() / p
+    base = REPO_ROOT if (REPO_ROOT / "pyproject.toml").exists() else Path.cwd()
+    return base / p
+
+
+@dataclass
+class Session:
+    """What a notebook resolved at setup: ``notebook`` stem, ``profile``, ``seed``, ``device``,
+    ``dataset``, ``data_dir``, ``run_dir`` (created) and the ``report`` dict."""
+
+    notebook: str
+    profile: Profile
+    seed: int
+    device: torch.device
+    dataset: str
+    data_dir: str | None
+    run_dir: Path
+    report: dict = field(default_factory=dict)
+
+    def load_data(self, **kwargs) -> _data.DataSplits:
+        """``coursekit.data.load_data`` with this session's dataset, seed and profile caps, moved to the device."""
+        args = {"train_per_class": self.profile.train_per_class, "test_per_class": self.profile.test_per_class,
+                "val_fraction": self.profile.val_fraction, "seed": self.seed}
+        args.update(kwargs)
+        return _data.load_data(self.dataset, self.data_dir, **args).to(self.device)
+
+    def batches(self, splits: _data.DataSplits, split: str, *, train: bool | None = None, batch_size: int | None = None,
+                seed: int | None = None) -> _data.Batches:
+        """Batches over ``split`` ("train", "val" or "test"); shuffled and augmented only for "train"."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split: unknown value {split!r}; allowed: train, val, test")
+        train = (split == "train") if train is None else train
+        bs = batch_size or (self.profile.batch_size if train else 1000)
+        return _data.Batches(getattr(splits, f"{split}_x"), getattr(splits, f"{split}_y"), splits.mean, splits.std,
+                             bs, shuffle=train, augment=train, drop_last=train and len(splits.train_y) > bs,
+                             seed=self.seed if seed is None else seed, channels_last=self.profile.channels_last)
+
+    def record(self, model, *, stage: str, name: str, accuracy: float | None, extra: dict | None = None,
+               input_size=(3, 32, 32)) -> dict:
+        """Measure ``model`` (params, MACs, size, latency) and append its record to the run ledger."""
+        rec = model_record(model, notebook=self.notebook, stage=stage, name=name, accuracy=accuracy,
+                           dataset=self.dataset, profile=self.profile.name, device=self.device, seed=self.seed,
+                           latency_batch_sizes=self.profile.latency_batch_sizes, input_size=input_size,
+                           min_run_time=self.profile.latency_min_time, extra=extra)
+        append_record(self.run_dir, rec)
+        return rec
+
+
+def start_session(notebook: str, *, profile: str = "auto", seed: int = 0, data_dir: str | None = None,
+                  run_dir: str = "runs/latest", dataset: str = "cifar10", print_report: bool = True,
+                  **overrides) -> Session:
+    """Validate the common parameters, seed everything and return a ``Session``.
+
+    ``overrides`` are profile settings given explicitly (None keeps the profile's).
+    Every bad value raises ValueError here, before any data is read or model trained.
+    """
+    settings = resolve_profile(profile, **overrides)
+    _data.parse_dataset(dataset)
+    seed_everything(seed)
+    device = pick_device(settings.name)
+    rd = resolve_run_dir(run_dir)
+    rd.mkdir(parents=True, exist_ok=True)
+    report = environment_report(settings, device)
+    report.update({"notebook": notebook, "seed": seed, "dataset": dataset, "run_dir": str(rd),
+                   "data_dir": str(_data.default_data_dir(data_dir))})
+    if print_report:
+        print(json.dumps(report, indent=1))
+    return Session(notebook, settings, seed, device, dataset, data_dir, rd, report)

@@ -1,0 +1,41 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    """Keep every test's cache and run dirs out of the user's folders."""
+    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("COURSEKIT_RUNS_BASE", str(tmp_path_factory.mktemp("runs")))
+    monkeypatch.delenv("COURSEKIT_PROFILE", raising=False)
+    torch.manual_seed(0)
+
+
+def cifar_data_dir() -> str | None:
+    """A folder holding cifar10/ for the notebook tests: $COURSEKIT_DATA, else ../shared/datasets."""
+    for cand in (os.environ.get("COURSEKIT_DATA"), SHARED_DATA, REPO / "data"):
+        if cand and (Path(cand) / "cifar10").is_dir():
+            return str(cand)
+    return None
+
+
+def make_imagefolder(root: Path, classes=("cat", "dog"), per_class=6, splits=("train", "test"), size=(20, 28)):
+    """Write small random PNG images in the ImageFolder layout; returns root."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split in splits:
+        for ci, c in enumerate(classes):
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                img = torch.randint(0, 256, (3, *size), generator=g, dtype=torch.uint8)
+                img[ci % 3] = 255 - (ci * 40)  # a class-dependent colour
+                Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i:03d}.png")
+    return root

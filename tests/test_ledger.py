@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from coursekit.ledger import LEDGER_FIELDS, append_record, ledger_table, read_ledger, validate_record
+
+
+def _rec(**kw):
+    r = {"notebook": "00_baseline", "stage": "baseline", "model": "base", "dataset": "cifar10", "profile": "cpu",
+         "device": "cpu", "seed": 0, "accuracy": 0.8, "params": 300_000, "nonzero_params": 299_000,
+         "macs": 12_900_000, "size_bytes": 1_250_000, "size_gzip_bytes": 1_150_000,
+         "latency_ms": {"cpu_b1": 1.5, "cpu_b64": 40.0}, "extra": {}}
+    r.update(kw)
+    return r
+
+
+def test_append_and_read_back(tmp_path):
+    append_record(tmp_path, _rec())
+    append_record(tmp_path, _rec(model="small", accuracy=None))
+    lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and set(json.loads(lines[0])) == set(LEDGER_FIELDS)
+    assert [r["model"] for r in read_ledger(tmp_path)] == ["base", "small"]
+    assert [r["model"] for r in read_ledger(tmp_path, model="small")] == ["small"]
+    assert read_ledger(tmp_path / "empty") == []
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"seed": "0"}, "'seed'"),
+    ({"accuracy": 80.0}, "outside"),
+    ({"params": 1.5}, "'params'"),
+    ({"latency_ms": {"cpu_b1": -1}}, "latency_ms"),
+])
+def test_schema_errors_name_the_field(tmp_path, change, match):
+    with pytest.raises(ValueError, match=match):
+        append_record(tmp_path, _rec(**change))
+    assert not (tmp_path / "ledger.jsonl").exists(), "a bad record is not written"
+
+
+def test_missing_field():
+    r = _rec()
+    del r["macs"]
+    with pytest.raises(ValueError, match="macs"):
+        validate_record(r)
+
+
+def test_table_has_a_row_per_record_and_every_latency_column():
+    table = ledger_table([_rec(), _rec(model="gpu", latency_ms={"cuda_b256": 3.0})])
+    lines = table.splitlines()
+    assert len(lines) == 4
+    assert "cpu_b1 ms" in lines[0] and "cpu_b64 ms" in lines[0] and "cuda_b256 ms" in lines[0]
+    assert lines[0].index("cpu_b1 ms") < lines[0].index("cpu_b64 ms"), "batch sizes sort numerically"
+    assert "80.00%" in lines[2] and "12.90M" in lines[2]

@@ -1,0 +1,61 @@
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from coursekit.ledger import validate_record
+from coursekit.metrics import (
+    count_macs,
+    count_nonzero_params,
+    count_params,
+    measure_latency,
+    model_record,
+    state_dict_bytes,
+)
+from coursekit.models import ResNetCifar
+
+
+def test_macs_of_a_conv_match_a_hand_count():
+    conv = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+    assert count_macs(conv, (3, 32, 32)) == 16 * 32 * 32 * (3 * 3 * 3)  # outputs x (c_in k k)
+    strided = nn.Conv2d(8, 4, 3, stride=2, padding=1, bias=False)
+    assert count_macs(strided, (8, 10, 10)) == 4 * 5 * 5 * (8 * 9)
+
+
+def test_macs_of_a_linear_layer_match_a_hand_count():
+    assert count_macs(nn.Sequential(nn.Flatten(), nn.Linear(48, 10)), (3, 4, 4)) == 48 * 10
+
+
+def test_params_and_nonzero_params_see_through_pruning_masks():
+    lin = nn.Linear(10, 4)
+    assert count_params(lin) == 44
+    prune.l1_unstructured(lin, "weight", amount=0.5)
+    assert count_params(lin) == 44, "weight_orig counted once, the mask is a buffer"
+    assert count_nonzero_params(lin) == 20 + int(torch.count_nonzero(lin.bias))
+
+
+def test_state_dict_bytes_raw_and_gzip():
+    dense = nn.Linear(256, 256)
+    zero = nn.Linear(256, 256)
+    nn.init.zeros_(zero.weight)
+    a, b = state_dict_bytes(dense), state_dict_bytes(zero)
+    assert a["raw"] > 256 * 256 * 4 and abs(a["raw"] - b["raw"]) < 64
+    assert b["gzip"] < a["gzip"] / 10, "zeros compress, random floats do not"
+
+
+def test_measure_latency_reports_median_and_spread():
+    out = measure_latency(nn.Linear(8, 8), 4, input_size=(8,), min_run_time=0.01, channels_last=False, threads=1)
+    assert out["median_ms"] > 0 and out["iqr_ms"] >= 0 and out["runs"] >= 1
+    assert out["threads"] == 1 and out["batch_size"] == 4
+    with pytest.raises(ValueError, match="batch_size"):
+        measure_latency(nn.Linear(8, 8), 0, input_size=(8,))
+
+
+def test_model_record_is_ledger_ready():
+    m = ResNetCifar((1, 1, 1), 4)
+    rec = model_record(m, notebook="00_baseline", stage="baseline", name="tiny", accuracy=0.5, dataset="cifar10",
+                       profile="smoke", device="cpu", seed=3, latency_batch_sizes=(1, 2), min_run_time=0.01,
+                       extra={"epochs": 1})
+    validate_record(rec)
+    assert rec["macs"] == count_macs(m) and rec["params"] == count_params(m)
+    assert set(rec["latency_ms"]) == {"cpu_b1", "cpu_b2"} and rec["seed"] == 3 and rec["extra"] == {"epochs": 1}

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from coursekit.models import BasicBlock, ResNetCifar, build_model, resnet18_cifar
+
+
+@pytest.mark.parametrize("blocks,width,pool", [((1, 1, 1), 4, False), ((2, 1, 3), 8, True), ((3, 3, 3), 16, False)])
+def test_resnet_cifar_shapes_and_depth(blocks, width, pool):
+    m = ResNetCifar(blocks, width, num_classes=7, stem_pool=pool).eval()
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    assert sum(isinstance(b, BasicBlock) for b in m.modules()) == sum(blocks)
+    assert m.layer3[0].conv1.out_channels == 4 * width
+    assert [b.downsamples for b in m.layer2] == [True] + [False] * (blocks[1] - 1)
+
+
+def test_resnet_cifar_zero_init_makes_blocks_identity_like():
+    m = ResNetCifar((1, 1, 1), 8).eval()
+    block = m.layer1[0]
+    x = torch.rand(1, 8, 8, 8)  # non-negative, as after a ReLU
+    assert torch.allclose(block(x), x), "zero-initialised bn2 makes a fresh block the identity on ReLU inputs"
+
+
+def test_build_model_by_name_and_bad_names():
+    assert isinstance(build_model("resnet_cifar", num_classes=3, blocks=(1, 1, 1), width=4), ResNetCifar)
+    with pytest.raises(ValueError, match="model: unknown name 'vgg'.*resnet_cifar"):
+        build_model("vgg")
+    with pytest.raises(ValueError, match="blocks"):
+        ResNetCifar((1, 1), 4)
+
+
+def test_resnet18_cifar_random_init_is_adapted_to_32x32():
+    m = resnet18_cifar(num_classes=10).eval()
+    assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1)
+    assert isinstance(m.maxpool, torch.nn.Identity)
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_resnet18_imagenet_weights_load_offline_from_torchvision_cache(tmp_path, monkeypatch):
+    """Plant a state dict where torchvision's weights API looks, so no download happens."""
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    planted = resnet18(num_classes=1000).state_dict()
+    fname = ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(planted, tmp_path / "hub" / "checkpoints" / fname)
+
+    m = resnet18_cifar(num_classes=5, weights="IMAGENET1K_V1")
+    assert torch.equal(m.layer4[1].conv2.weight, planted["layer4.1.conv2.weight"]), "backbone weights come from the cache"
+    assert m.fc.out_features == 5, "the 1000-class ImageNet head is replaced"
+    assert m.conv1.weight.shape == (64, 3, 3, 3)
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 5)

@@ -1,0 +1,48 @@
+import pytest
+
+from coursekit import profiles
+from coursekit.profiles import PROFILES, resolve_profile
+
+
+def test_every_profile_has_the_same_settings():
+    keys = {name: set(p) for name, p in PROFILES.items()}
+    assert keys["smoke"] == keys["cpu"] == keys["gpu"]
+
+
+def test_explicit_profile_and_overrides(monkeypatch):
+    p = resolve_profile("smoke")
+    assert p.name == "smoke" and p.epochs == PROFILES["smoke"]["epochs"]
+    p = resolve_profile("cpu", epochs=7, batch_size=None)
+    assert p.epochs == 7, "an explicit value beats the profile"
+    assert p.batch_size == PROFILES["cpu"]["batch_size"], "None keeps the profile's value"
+    p.epochs = 99  # resolving copies: the table itself is never changed
+    assert resolve_profile("cpu").epochs == PROFILES["cpu"]["epochs"]
+
+
+def test_auto_follows_environment_then_cuda(monkeypatch):
+    monkeypatch.setenv("COURSEKIT_PROFILE", "smoke")
+    assert resolve_profile("auto").name == "smoke"
+    assert resolve_profile("cpu").name == "cpu", "COURSEKIT_PROFILE replaces only 'auto'"
+    monkeypatch.delenv("COURSEKIT_PROFILE")
+    monkeypatch.setattr(profiles, "_cuda_available", lambda: False)
+    assert resolve_profile("auto").name == "cpu"
+    monkeypatch.setattr(profiles, "_cuda_available", lambda: True)
+    assert resolve_profile("auto").name == "gpu"
+
+
+def test_bad_values_are_refused(monkeypatch):
+    with pytest.raises(ValueError, match="profile: unknown value 'fast'.*smoke, cpu, gpu, auto"):
+        resolve_profile("fast")
+    with pytest.raises(ValueError, match="unknown profile setting.*'epoch'"):
+        resolve_profile("smoke", epoch=3)
+    monkeypatch.setenv("COURSEKIT_PROFILE", "turbo")
+    with pytest.raises(ValueError, match="COURSEKIT_PROFILE: unknown value 'turbo'"):
+        resolve_profile("auto")
+    monkeypatch.setattr(profiles, "_cuda_available", lambda: False)
+    with pytest.raises(ValueError, match="'gpu' needs CUDA"):
+        resolve_profile("gpu")
+
+
+def test_attribute_access_names_the_missing_setting():
+    with pytest.raises(AttributeError, match="no setting 'nope'"):
+        _ = resolve_profile("smoke").nope
