@@ -21,8 +21,9 @@ course: $(STAMP)
 ## test: unit tests, then notebook tests (nbval lax + papermill, smoke profile)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
-	COURSEKIT_PROFILE=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
+	runs=$$(mktemp -d) && COURSEKIT_PROFILE=smoke COURSEKIT_RUNS_BASE=$$runs $(PY) -m pytest -q --nbval-lax \
+		--nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks; \
+		status=$$?; rm -rf $$runs; exit $$status
 
 ## lab: JupyterLab on the notebooks with this environment's kernel
 lab: $(STAMP)

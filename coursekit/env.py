@@ -76,6 +76,17 @@ def autocast_dtype(device: torch.device | str, amp: str = "auto") -> torch.dtype
     return torch.bfloat16 if _cpu_bf16_is_faster() else None
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment_report(profile: dict, device: torch.device | str) -> dict:
     """Versions, device, CPU threads and the resolved profile, as a dict (print it in notebooks)."""
     import torchvision
@@ -84,7 +95,8 @@ def environment_report(profile: dict, device: torch.device | str) -> dict:
     report = {
         "profile": profile.get("name"),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "cpu_name": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

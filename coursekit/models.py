@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BasicBlock", "ResNetCifar", "resnet18_cifar", "build_model", "MODEL_NAMES"]
+__all__ = ["BasicBlock", "ResNetCifar", "resnet18_cifar", "build_model", "model_from_spec", "MODEL_NAMES"]
 
 
 class BasicBlock(nn.Module):
@@ -141,3 +141,11 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     if name not in _BUILDERS:
         raise ValueError(f"model: unknown name {name!r}; allowed: {', '.join(MODEL_NAMES)}")
     return _BUILDERS[name](num_classes=num_classes, **kwargs)
+
+
+def model_from_spec(spec: dict, **changes) -> nn.Module:
+    """Build from a spec dict {"name": ..., **kwargs} (as stored in profiles and checkpoints), with ``changes`` applied."""
+    kwargs = {**spec, **changes}
+    if "name" not in kwargs:
+        raise ValueError(f"model spec {spec!r} has no 'name'; allowed names: {', '.join(MODEL_NAMES)}")
+    return build_model(kwargs.pop("name"), **kwargs)

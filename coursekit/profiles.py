@@ -18,6 +18,7 @@ __all__ = ["PROFILES", "PROFILE_NAMES", "Profile", "resolve_profile"]
 # train_per_class / test_per_class: cap on images per class (None = all).
 # base_model: the model 00_baseline trains and later chapters reuse as teacher.
 # small_model: the much smaller ResNet 00_baseline measures beside it.
+# crop_pad: padding of the random-crop augmentation (short schedules prefer less).
 PROFILES: dict[str, dict] = {
     "smoke": {
         "train_per_class": 30,
@@ -28,6 +29,7 @@ PROFILES: dict[str, dict] = {
         "lr": 0.2,
         "weight_decay": 5e-4,
         "label_smoothing": 0.1,
+        "crop_pad": 2,
         "tta": True,
         "base_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8, "stem_pool": True},
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 4, "stem_pool": True},
@@ -45,6 +47,7 @@ PROFILES: dict[str, dict] = {
         "lr": 0.4,
         "weight_decay": 5e-4,
         "label_smoothing": 0.1,
+        "crop_pad": 2,
         "tta": True,
         "base_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 32, "stem_pool": True},
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8, "stem_pool": True},
@@ -62,6 +65,7 @@ PROFILES: dict[str, dict] = {
         "lr": 0.8,
         "weight_decay": 5e-4,
         "label_smoothing": 0.1,
+        "crop_pad": 4,
         "tta": True,
         "base_model": {"name": "resnet_cifar", "blocks": [2, 2, 2], "width": 64, "stem_pool": False},
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 16, "stem_pool": False},

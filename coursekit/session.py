@@ -70,7 +70,8 @@ class Session:
         bs = batch_size or (self.profile.batch_size if train else 1000)
         return _data.Batches(getattr(splits, f"{split}_x"), getattr(splits, f"{split}_y"), splits.mean, splits.std,
                              bs, shuffle=train, augment=train, drop_last=train and len(splits.train_y) > bs,
-                             seed=self.seed if seed is None else seed, channels_last=self.profile.channels_last)
+                             seed=self.seed if seed is None else seed, channels_last=self.profile.channels_last,
+                             pad=self.profile.crop_pad)
 
     def record(self, model, *, stage: str, name: str, accuracy: float | None, extra: dict | None = None,
                input_size=(3, 32, 32)) -> dict:

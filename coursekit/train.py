@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .env import autocast_dtype
-from .models import build_model
+from .models import model_from_spec
 
 __all__ = [
     "fit",
@@ -245,9 +245,7 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     Returns (model in eval mode on ``device``, {"spec", "config", "metrics"}).
     """
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    spec = dict(payload["spec"])
-    name = spec.pop("name")
-    model = build_model(name, **spec)
+    model = model_from_spec(payload["spec"])
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
     return model, {k: payload[k] for k in ("spec", "config", "metrics")}

@@ -50,3 +50,13 @@ def test_resnet18_imagenet_weights_load_offline_from_torchvision_cache(tmp_path,
     assert m.fc.out_features == 5, "the 1000-class ImageNet head is replaced"
     assert m.conv1.weight.shape == (64, 3, 3, 3)
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_model_from_spec_applies_changes_and_needs_a_name():
+    from coursekit.models import model_from_spec
+
+    spec = {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 4}
+    m = model_from_spec(spec, width=8, num_classes=3)
+    assert m.config["width"] == 8 and m.fc.out_features == 3 and spec["width"] == 4
+    with pytest.raises(ValueError, match="no 'name'"):
+        model_from_spec({"width": 4})

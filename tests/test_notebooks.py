@@ -1,0 +1,89 @@
+"""Notebook contract tests: one parameters cell of plain literals, papermill smoke runs with
+non-default parameters that must reach the ledger, clear errors for bad parameters, and
+committed outputs from a real run. nbval (lax) runs separately from the Makefile."""
+
+import ast
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from coursekit.cli import list_notebooks
+from coursekit.ledger import read_ledger, validate_record
+from tests.conftest import cifar_data_dir
+
+NOTEBOOKS = list_notebooks()
+COMMON = ("profile", "seed", "data_dir", "run_dir", "dataset")
+needs_cifar = pytest.mark.skipif(cifar_data_dir() is None, reason="no cifar10/ under COURSEKIT_DATA or ../shared/datasets")
+
+
+def _cells(path):
+    return nbformat.read(path, as_version=4).cells
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exactly_one_parameters_cell_of_plain_literals(path):
+    tagged = [c for c in _cells(path) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name} has {len(tagged)} cells tagged 'parameters'"
+    tree = ast.parse(tagged[0].source)
+    names = []
+    for node in tree.body:
+        assert isinstance(node, ast.Assign), f"only assignments in the parameters cell, got {ast.dump(node)[:60]}"
+        ast.literal_eval(node.value)  # plain literals only
+        names += [t.id for t in node.targets]
+    assert list(names[: len(COMMON)]) == list(COMMON), "the common parameters come first, in the design's order"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_has_outputs_of_a_real_run(path):
+    cells = _cells(path)
+    code = [c for c in cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), "every code cell was executed"
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert not errors, "no cell was saved with an error"
+    report = "".join(o.get("text", "") for c in code for o in c.outputs if o.output_type == "stream")
+    profile = json.loads(report[report.index("{"): report.index("}") + 1])["profile"]
+    assert profile in ("cpu", "gpu"), f"committed outputs come from the cpu or gpu profile, not {profile!r}"
+
+
+def _run(path, tmp_path, **params):
+    import papermill as pm
+
+    out = tmp_path / path.name
+    pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(path.parent), progress_bar=False)
+    return out
+
+
+@needs_cifar
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_smoke_run_with_non_default_parameters(path, tmp_path):
+    run_dir = tmp_path / "run"
+    _run(path, tmp_path, profile="smoke", seed=7, run_dir=str(run_dir), data_dir=cifar_data_dir())
+    records = read_ledger(run_dir, notebook=path.stem)
+    assert records, "the notebook appended to the ledger"
+    for r in records:
+        validate_record(r)
+        assert r["seed"] == 7 and r["profile"] == "smoke", "the injected parameters reached the ledger"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("params,message", [
+    ({"profile": "turbo"}, "profile: unknown value 'turbo'"),
+    ({"profile": "smoke", "dataset": "mnist"}, "dataset: unknown value 'mnist'"),
+    ({"profile": "smoke", "epochs": 0}, "epochs: 0 is not allowed"),
+])
+def test_bad_parameters_fail_with_one_clear_error(tmp_path, params, message):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        _run(NOTEBOOKS[0], tmp_path, run_dir=str(tmp_path / "run"), **params)
+    assert message in err.value.evalue
+    assert not read_ledger(tmp_path / "run"), "nothing was recorded"
+
+
+def test_notebook_list_matches_the_design():
+    design = ["00_baseline", "01_transfer_learning", "02_knowledge_distillation", "03_pruning_unstructured",
+              "04_pruning_structured", "05_layer_trimming", "06_pipeline"]
+    assert [p.stem for p in NOTEBOOKS] == [d for d in design if (Path(NOTEBOOKS[0]).parent / f"{d}.ipynb").exists()]
