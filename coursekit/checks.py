@@ -9,7 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["check_conv_params", "check_conv_macs", "check_accuracy", "check_ideal_speedup"]
+__all__ = [
+    "check_conv_params", "check_conv_macs", "check_accuracy", "check_ideal_speedup",
+    "check_soften", "check_kl_term", "check_distill_loss",
+]
 
 
 def _fail(message: str, hint: str):
@@ -64,4 +67,63 @@ def check_ideal_speedup(ideal_speedup) -> bool:
         if abs(got - big / small) > 1e-9 * big / small:
             _fail(f"ideal_speedup({big}, {small}) returned {got}, expected {big / small}.",
                   "if latency were proportional to MACs, the speedup is the ratio of the two MAC counts (big / small).")
+    return True
+
+
+# ----------------------------------------------------------------------------- 02_knowledge_distillation
+
+def _kd_cases():
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g) * 2, torch.randint(0, 5, (6,), generator=g), T)
+            for T in (1.0, 2.0, 4.0)]
+
+
+def check_soften(soften) -> bool:
+    """Exercise 02.1: ``soften(logits, T)`` = softmax(logits / T) over the classes."""
+    import torch.nn.functional as F
+
+    z = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    for T in (1.0, 4.0):
+        got = soften(z, T)
+        if not torch.allclose(got.sum(dim=-1), torch.ones(2), atol=1e-5):
+            _fail(f"soften(z, {T}) rows do not sum to 1.", "apply the softmax over the last (class) dimension.")
+        if not torch.allclose(got, F.softmax(z / T, dim=-1), atol=1e-6):
+            _fail(f"soften(z, {T}) returned {got.tolist()}.", "divide the logits by T before the softmax, not after.")
+    return True
+
+
+def check_kl_term(kl_term) -> bool:
+    """Exercise 02.2: ``kl_term(s, t, T)`` = T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean."""
+    import torch.nn.functional as F
+
+    for s, t, _, T in _kd_cases():
+        want = F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="batchmean") * T * T
+        got = kl_term(s, t, T)
+        if abs(float(got) - float(want)) > 1e-5:
+            zero = float(kl_term(s, s, T))
+            if abs(zero) > 1e-6:
+                _fail(f"kl_term(s, s, {T}) = {zero:.4f}, but a distribution's KL to itself is 0.",
+                      "F.kl_div(input, target) wants input = log-probabilities (log_softmax), target = probabilities.")
+            if abs(float(got) * T * T - float(want)) < 1e-5 or abs(float(got) - float(want) / (T * T)) < 1e-5:
+                _fail(f"kl_term(..., T={T}) is off by a factor T^2.", "multiply the KL by T**2 (Hinton et al. 2015).")
+            _fail(f"kl_term(..., T={T}) returned {float(got):.5f}, expected {float(want):.5f}.",
+                  "use reduction='batchmean' (the mean over examples of the per-example sum over classes).")
+    return True
+
+
+def check_distill_loss(distill_loss) -> bool:
+    """Exercise 02.3: ``distill_loss(s, t, y, T, alpha)`` = (1 - alpha) * CE + alpha * T^2 * KL."""
+    import torch.nn.functional as F
+
+    from .distill import kd_loss
+
+    for s, t, y, T in _kd_cases():
+        for alpha in (0.0, 0.5, 0.9):
+            got, want = float(distill_loss(s, t, y, T, alpha)), float(kd_loss(s, t, y, T, alpha))
+            if abs(got - want) > 1e-5:
+                hint = ("with alpha = 0 the loss must be the plain cross-entropy." if alpha == 0 else
+                        "weight the hard term by (1 - alpha) and the T^2-scaled KL term by alpha.")
+                _fail(f"distill_loss(..., T={T}, alpha={alpha}) returned {got:.5f}, expected {want:.5f}.", hint)
+    if abs(float(distill_loss(*_kd_cases()[0][:3], 4.0, 0.0)) - float(F.cross_entropy(*_kd_cases()[0][::2]))) > 1e-5:
+        _fail("alpha = 0 should give plain cross-entropy.", "the soft term's weight is alpha.")
     return True

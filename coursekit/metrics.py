@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import gzip
 import io
+import logging
 
 import torch
 from torch import nn
@@ -75,6 +76,9 @@ def measure_latency(model: nn.Module, batch_size: int, *, device: torch.device |
     thread count (default: torch's current). Returns {"median_ms", "iqr_ms",
     "runs", "threads", "batch_size", "device"}.
     """
+    # torch.utils.benchmark imports cpp_extension, which logs a CUDA_HOME warning on CPU-only
+    # machines; nothing is compiled here, so that one logger is quietened.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import benchmark
 
     if batch_size < 1:

@@ -19,7 +19,9 @@ from . import data as _data
 from .env import environment_report, pick_device, seed_everything
 from .ledger import append_record
 from .metrics import model_record
+from .models import model_from_spec
 from .profiles import Profile, resolve_profile
+from .train import fit, train_or_load
 
 __all__ = ["Session", "start_session", "resolve_run_dir"]
 
@@ -73,11 +75,46 @@ class Session:
                              seed=self.seed if seed is None else seed, channels_last=self.profile.channels_last,
                              pad=self.profile.crop_pad)
 
+    def base_config(self, splits: _data.DataSplits) -> dict:
+        """Everything that determines the base model's weights: the key of its run-dir cache."""
+        P = self.profile
+        return {
+            "spec": {**P.base_model, "num_classes": splits.num_classes}, "dataset": self.dataset,
+            "image_size": splits.image_size, "seed": self.seed, "train_per_class": P.train_per_class,
+            "val_fraction": P.val_fraction, "epochs": P.epochs, "batch_size": P.batch_size, "lr": P.lr,
+            "weight_decay": P.weight_decay, "label_smoothing": P.label_smoothing, "crop_pad": P.crop_pad,
+            "amp": P.amp, "classes": list(splits.classes), "n_train": len(splits.train_y),
+        }
+
+    def base_model(self, splits: _data.DataSplits, progress: bool = True):
+        """The base model of 00_baseline: reused from ``<run_dir>/checkpoints`` when one was trained
+        with the same config, else trained here (``fit`` with the profile's recipe) and saved.
+
+        Returns (model in eval mode, info with "config" and "metrics" (the history), reused flag).
+        Later chapters call this to get their teacher / the model they compress.
+        """
+        config = self.base_config(splits)
+        P = self.profile
+
+        def train():
+            torch.manual_seed(self.seed)
+            model = model_from_spec(config["spec"]).to(self.device)
+            history = fit(model, self.batches(splits, "train"), epochs=P.epochs, lr=P.lr, weight_decay=P.weight_decay,
+                          label_smoothing=P.label_smoothing, amp=P.amp, channels_last=P.channels_last,
+                          val_batches=self.batches(splits, "val"), progress=progress)
+            return model, {"history": history}
+
+        return train_or_load(self.run_dir, "base", config, train, device=self.device)
+
     def record(self, model, *, stage: str, name: str, accuracy: float | None, extra: dict | None = None,
-               input_size=(3, 32, 32)) -> dict:
-        """Measure ``model`` (params, MACs, size, latency) and append its record to the run ledger."""
+               input_size=(3, 32, 32), seed: int | None = None) -> dict:
+        """Measure ``model`` (params, MACs, size, latency) and append its record to the run ledger.
+
+        ``seed`` defaults to the session's; pass the seed a model was trained with when a chapter runs several.
+        """
         rec = model_record(model, notebook=self.notebook, stage=stage, name=name, accuracy=accuracy,
-                           dataset=self.dataset, profile=self.profile.name, device=self.device, seed=self.seed,
+                           dataset=self.dataset, profile=self.profile.name, device=self.device,
+                           seed=self.seed if seed is None else seed,
                            latency_batch_sizes=self.profile.latency_batch_sizes, input_size=input_size,
                            min_run_time=self.profile.latency_min_time, extra=extra)
         append_record(self.run_dir, rec)

@@ -177,6 +177,10 @@ def fit(
         history["lr"].append(opt.param_groups[0]["lr"])
         history["val_acc"].append(evaluate(model, val_batches, amp=amp)["accuracy"] if val_batches is not None else None)
         history["time_s"].append(time.perf_counter() - start)
+        if progress:  # a plain line per epoch: the log that stays readable in saved notebooks
+            val = "" if history["val_acc"][-1] is None else f"  val acc {history['val_acc'][-1]:.2%}"
+            bar.write(f"epoch {epoch}/{epochs}  loss {history['train_loss'][-1]:.3f}  "
+                      f"train acc {history['train_acc'][-1]:.2%}{val}  {history['time_s'][-1]:.0f} s")
         if writer is not None:
             for k in ("train_loss", "train_acc", "val_acc", "lr"):
                 if history[k][-1] is not None:

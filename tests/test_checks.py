@@ -24,3 +24,24 @@ def test_checks_fail_with_a_hint_on_wrong_answers(check, wrong):
 def test_check_accuracy_catches_a_constant_denominator():
     with pytest.raises(AssertionError, match="Hint"):
         checks.check_accuracy(lambda logits, y: (logits.argmax(1) == y).float().sum().item() / 4)
+
+
+def test_distillation_checks_pass_on_right_answers_and_fail_on_classic_mistakes():
+    import torch.nn.functional as F
+
+    def kl(s, t, T):
+        return F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="batchmean") * T * T
+
+    assert checks.check_soften(lambda z, T: F.softmax(z / T, -1))
+    assert checks.check_kl_term(kl)
+    assert checks.check_distill_loss(lambda s, t, y, T, a: (1 - a) * F.cross_entropy(s, y) + a * kl(s, t, T))
+    with pytest.raises(AssertionError, match="before the softmax"):
+        checks.check_soften(lambda z, T: F.softmax(z * T, -1))  # multiplies by T instead of dividing
+    with pytest.raises(AssertionError, match="log_softmax"):
+        checks.check_kl_term(lambda s, t, T: F.kl_div(F.softmax(s / T, 1), F.softmax(t / T, 1), reduction="batchmean") * T * T)
+    with pytest.raises(AssertionError, match=r"T\^2"):
+        checks.check_kl_term(lambda s, t, T: kl(s, t, T) / (T * T))
+    with pytest.raises(AssertionError, match="batchmean"):
+        checks.check_kl_term(lambda s, t, T: F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="mean") * T * T)
+    with pytest.raises(AssertionError, match="Hint"):
+        checks.check_distill_loss(lambda s, t, y, T, a: a * F.cross_entropy(s, y) + (1 - a) * kl(s, t, T))

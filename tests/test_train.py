@@ -110,3 +110,23 @@ def test_lr_schedules_start_peak_and_end_where_documented():
     assert lr_factor(100, 100) == pytest.approx(0.001)
     assert lr_factor(0, 100, "cosine") == 1.0 and lr_factor(100, 100, "cosine") == pytest.approx(0.0)
     assert 0 < lr_factor(0, 1) <= 1 and 0 < lr_factor(1, 1) <= 1, "one step is fine"
+
+
+def test_session_base_model_is_trained_once_per_run_dir(tmp_path):
+    """Later chapters get 00_baseline's model from the run dir instead of training it again."""
+    from coursekit import session as session_mod
+    from coursekit.data import DataSplits
+
+    S = session_mod.start_session("test", profile="smoke", run_dir=str(tmp_path), print_report=False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8, generator=g)
+    y = torch.arange(40) % 2
+    splits = DataSplits("toy", ["a", "b"], x[:30], y[:30], x[30:], y[30:], x[30:], y[30:], torch.full((3,), 0.5),
+                        torch.full((3,), 0.25))
+    m1, info1, reused1 = S.base_model(splits, progress=False)
+    m2, info2, reused2 = S.base_model(splits, progress=False)
+    assert (reused1, reused2) == (False, True)
+    assert info1["config"]["spec"]["num_classes"] == 2 and info1["config"]["n_train"] == 30
+    xb = torch.randn(2, 3, 16, 16)
+    assert torch.equal(m1(xb), m2(xb))
+    assert len(list((tmp_path / "checkpoints").glob("base-*.pt"))) == 1
