@@ -33,6 +33,7 @@ __all__ = [
     "train_or_load",
     "config_key",
     "lr_factor",
+    "channels_last_is_safe",
     "OPTIMIZERS",
     "SCHEDULES",
 ]
@@ -78,6 +79,19 @@ def lr_factor(step: int, total_steps: int, schedule: str = "onecycle", warmup: f
     return 1.0 - 0.999 * (t - warmup) / (1 - warmup)
 
 
+def channels_last_is_safe(model: nn.Module, device: torch.device | str) -> bool:
+    """False on CPU when a convolution has fewer than 8 channels.
+
+    oneDNN's AVX2 kernel for the weight gradient of 1x1 convolutions in channels_last
+    can hang with 4-channel tensors (seen with torch 2.14 on a 2-core AVX2 machine);
+    such tiny layers gain nothing from channels_last anyway, so they train in NCHW.
+    """
+    if torch.device(device).type != "cpu":
+        return True
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 3]  # the RGB stem is fine
+    return all(min(m.in_channels, m.out_channels) >= 8 for m in convs)
+
+
 def fit(
     model: nn.Module,
     train_batches,
@@ -119,8 +133,8 @@ def fit(
     _check_fit_args(epochs, lr, optimizer, schedule, label_smoothing, weight_decay)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    channels_last = channels_last and channels_last_is_safe(model, device)
+    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     dtype = autocast_dtype(device, amp)
     if params is None:
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -157,6 +171,8 @@ def fit(
         correct = torch.zeros((), device=device)
         seen = 0
         for x, y in train_batches:
+            if not channels_last:
+                x = x.contiguous()
             with _autocast(device, dtype):
                 loss, logits = loss_fn(model, x, y)
             opt.zero_grad(set_to_none=True)

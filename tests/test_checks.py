@@ -26,6 +26,7 @@ def test_check_accuracy_catches_a_constant_denominator():
         checks.check_accuracy(lambda logits, y: (logits.argmax(1) == y).float().sum().item() / 4)
 
 
+@pytest.mark.filterwarnings("ignore:reduction")
 def test_distillation_checks_pass_on_right_answers_and_fail_on_classic_mistakes():
     import torch.nn.functional as F
 

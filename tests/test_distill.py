@@ -26,9 +26,9 @@ def test_kd_loss_matches_a_hand_computation_on_2x3_logits():
         return [v / sum(e) for v in e]
 
     kl, ce = 0.0, 0.0
-    for si, ti, yi in zip(s.tolist(), t.tolist(), y.tolist()):
+    for si, ti, yi in zip(s.tolist(), t.tolist(), y.tolist(), strict=True):
         ps, pt = softmax([v / T for v in si]), softmax([v / T for v in ti])
-        kl += sum(q * math.log(q / p) for p, q in zip(ps, pt))
+        kl += sum(q * math.log(q / p) for p, q in zip(ps, pt, strict=True))
         ce += -math.log(softmax(si)[yi])
     want = (1 - alpha) * ce / 2 + alpha * T * T * kl / 2
     assert kd_loss(s, t, y, T, alpha).item() == pytest.approx(want, rel=1e-6)

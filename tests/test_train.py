@@ -130,3 +130,15 @@ def test_session_base_model_is_trained_once_per_run_dir(tmp_path):
     xb = torch.randn(2, 3, 16, 16)
     assert torch.equal(m1(xb), m2(xb))
     assert len(list((tmp_path / "checkpoints").glob("base-*.pt"))) == 1
+
+
+def test_channels_last_is_skipped_for_tiny_convs_on_cpu():
+    from coursekit.models import ResNetCifar
+    from coursekit.train import channels_last_is_safe
+
+    assert channels_last_is_safe(ResNetCifar((1, 1, 1), 8), "cpu")
+    assert not channels_last_is_safe(ResNetCifar((1, 1, 1), 4), "cpu")
+    assert channels_last_is_safe(ResNetCifar((1, 1, 1), 4), "cuda")
+    model = ResNetCifar((1, 1, 1), 4, 2)
+    fit(model, _toy_batches(batch_size=16, channels_last=True), epochs=1, lr=0.05, amp="off", progress=False)
+    assert model.layer2[0].shortcut[0].weight.is_contiguous(), "trained in NCHW"
