@@ -9,7 +9,6 @@ PROFILE ?= auto
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name coursekit --display-name "Python (coursekit)" >/dev/null
 	touch $(STAMP)

@@ -80,23 +80,27 @@ def check_teacher_student(teacher: nn.Module, student: nn.Module, input_size=(3,
 
 
 def kd_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9, label_smoothing: float = 0.0,
-               hint: FeatureHint | None = None, hint_weight: float = 1.0):
+               hint: FeatureHint | None = None, hint_weight: float = 1.0, teacher_channels_last: bool = True):
     """A ``loss_fn(model, x, y) -> (loss, logits)`` for ``coursekit.train.fit`` that distils ``teacher``.
 
     The teacher runs in eval mode (its BatchNorm uses running statistics) under
     inference_mode on the very batch the student sees, augmentation included;
-    it is never updated. With ``hint``, ``hint_weight * hint.loss()`` is added.
+    it is never updated. It runs in channels_last (faster convolutions) whatever
+    layout the student uses, and under the autocast that ``fit`` sets up (bf16 on GPU).
+    With ``hint``, ``hint_weight * hint.loss()`` is added.
     """
     _check_kd_args(temperature, alpha)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    fmt = torch.channels_last if teacher_channels_last else torch.contiguous_format
+    teacher.to(memory_format=fmt)
 
     def loss_fn(model, x, y):
         if teacher.training:
             teacher.eval()  # fit() puts the student in train mode each epoch, never the teacher
         with torch.inference_mode():
-            t_logits = teacher(x)
+            t_logits = teacher(x.contiguous(memory_format=fmt))
         t_logits = t_logits.clone()  # an inference tensor cannot enter autograd; a clone can
         s_logits = model(x)
         loss = kd_loss(s_logits, t_logits, y, temperature, alpha, label_smoothing)

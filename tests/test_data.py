@@ -128,3 +128,26 @@ def test_augment_batch_crops_and_flips_per_image():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
     for i in range(2):  # every output is some 6x6 window of the padded image
         assert any(torch.equal(out[i], padded[i, :, r:r + 6, c:c + 6]) for r in range(5) for c in range(5))
+
+
+def test_cifar10_in_torchvision_format_is_read_through_torchvision(tmp_path, monkeypatch):
+    """The cifar-10-batches-py layout goes through torchvision.datasets.CIFAR10 (faked here: no real files)."""
+    import numpy as np
+    import torchvision.datasets
+
+    seen = []
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            seen.append((root, train, download))
+            n = 20 if train else 10
+            self.data = np.full((n, 32, 32, 3), 7 if train else 9, dtype=np.uint8)
+            self.targets = [i % 10 for i in range(n)]
+
+    (tmp_path / "cifar10" / "cifar-10-batches-py").mkdir(parents=True)
+    (tmp_path / "cifar10" / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"x")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    d = load_data("cifar10", tmp_path, val_fraction=0.0)
+    assert seen == [(str(tmp_path / "cifar10"), True, False), (str(tmp_path / "cifar10"), False, False)]
+    assert d.train_x.shape == (20, 3, 32, 32) and int(d.train_x.max()) == 7 and len(d.test_y) == 10
+    assert d.classes[0] == "airplane" and d.classes[-1] == "truck"

@@ -89,3 +89,21 @@ def test_notebook_list_matches_the_design():
     design = ["00_baseline", "01_transfer_learning", "02_knowledge_distillation", "03_pruning_unstructured",
               "04_pruning_structured", "05_layer_trimming", "06_pipeline"]
     assert [p.stem for p in NOTEBOOKS] == [d for d in design if (Path(NOTEBOOKS[0]).parent / f"{d}.ipynb").exists()]
+
+
+@pytest.mark.notebook
+def test_baseline_runs_on_an_imagefolder_dataset_made_here(tmp_path):
+    """A student's own images: any size, resized by the image_size parameter, classes from the folders."""
+    from tests.conftest import make_imagefolder
+
+    root = make_imagefolder(tmp_path / "flowers", classes=("daisy", "rose", "tulip"), per_class=8, size=(40, 30))
+    run_dir = tmp_path / "run"
+    _run(NOTEBOOKS[0], tmp_path, profile="smoke", dataset=f"imagefolder:{root}", image_size=16, run_dir=str(run_dir))
+    (rec,) = read_ledger(run_dir, notebook="00_baseline")
+    assert rec["dataset"] == f"imagefolder:{root}"
+    from coursekit.metrics import count_macs
+    from coursekit.models import model_from_spec
+
+    spec = rec["extra"]["spec"]
+    assert spec["num_classes"] == 3
+    assert rec["macs"] == count_macs(model_from_spec(spec), (3, 16, 16)), "MACs counted at the resized input size"
