@@ -12,6 +12,7 @@ from torch import nn
 __all__ = [
     "check_conv_params", "check_conv_macs", "check_accuracy", "check_ideal_speedup",
     "check_soften", "check_kl_term", "check_distill_loss",
+    "check_replace_head", "check_l2sp", "check_freeze_all_but_last_stage",
 ]
 
 
@@ -126,4 +127,62 @@ def check_distill_loss(distill_loss) -> bool:
                 _fail(f"distill_loss(..., T={T}, alpha={alpha}) returned {got:.5f}, expected {want:.5f}.", hint)
     if abs(float(distill_loss(*_kd_cases()[0][:3], 4.0, 0.0)) - float(F.cross_entropy(*_kd_cases()[0][::2]))) > 1e-5:
         _fail("alpha = 0 should give plain cross-entropy.", "the soft term's weight is alpha.")
+    return True
+
+
+# ----------------------------------------------------------------------------- 01_transfer_learning
+
+def check_replace_head(replace_head) -> bool:
+    """Exercise 01.1: ``replace_head(model, num_classes)`` returns the model with a new ``fc`` for num_classes."""
+    from .models import ResNetCifar
+
+    torch.manual_seed(0)
+    m = ResNetCifar((1, 1, 1), 4, num_classes=10)
+    backbone = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith("fc.")}
+    old_head = m.fc.weight.detach().clone()
+    out = replace_head(m, 3)
+    if out is None or not isinstance(getattr(out, "fc", None), nn.Linear):
+        _fail("replace_head did not return a model with a Linear fc.", "set model.fc = nn.Linear(...) and return model.")
+    if out.fc.out_features != 3 or out.fc.in_features != 16:
+        _fail(f"the new head maps {out.fc.in_features} -> {out.fc.out_features}, expected 16 -> 3.",
+              "keep in_features = model.fc.in_features, the width of the backbone's features.")
+    if torch.equal(out.fc.weight[:3].detach(), old_head[:3]):
+        _fail("the new head reuses rows of the old one.", "create a fresh nn.Linear: old class rows mean nothing for new classes.")
+    if any(not torch.equal(backbone[k], v) for k, v in out.state_dict().items() if not k.startswith("fc.")):
+        _fail("the backbone's weights changed.", "only replace the head; keep every other layer as it is.")
+    return True
+
+
+def check_l2sp(l2sp) -> bool:
+    """Exercise 01.2: ``l2sp(model, reference, strength)`` = strength/2 * sum over reference names of ||w - w0||^2."""
+    lin = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    ref = {k: v.clone() for k, v in lin.state_dict().items() if k.startswith("0.")}
+    if abs(float(torch.as_tensor(l2sp(lin, ref, 1.0)).detach())) > 1e-9:
+        _fail("the penalty is not zero at the pretrained weights.", "it measures the distance to the reference, w - w0.")
+    with torch.no_grad():
+        lin[0].weight.add_(1.0)
+        lin[1].weight.add_(5.0)
+    got = float(torch.as_tensor(l2sp(lin, ref, 0.2)).detach())
+    if abs(got - 0.2 / 2 * 4) > 1e-6:
+        hint = ("only parameters that have a pretrained value (the names in reference) are pulled back"
+                if got > 1 else "strength / 2 times the sum of squared differences")
+        _fail(f"l2sp returned {got}, expected {0.2 / 2 * 4}.", hint)
+    return True
+
+
+def check_freeze_all_but_last_stage(freeze_all_but_last_stage) -> bool:
+    """Exercise 01.3: leave only ``layer3`` and ``fc`` trainable, frozen BatchNorms in eval mode."""
+    from .models import ResNetCifar
+
+    m = ResNetCifar((1, 1, 1), 4)
+    freeze_all_but_last_stage(m)
+    trainable = {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad}
+    if trainable != {"layer3", "fc"}:
+        _fail(f"trainable stages are {sorted(trainable)}, expected ['fc', 'layer3'].",
+              "freeze every parameter whose name does not start with layer3 or fc (requires_grad_(False)).")
+    m.train()
+    m(torch.zeros(2, 3, 16, 16))
+    if m.layer1[0].bn1.training:
+        _fail("a frozen BatchNorm is still in train mode after model.train().",
+              "use coursekit.transfer.freeze (it keeps frozen BatchNorms in eval mode) or hook them yourself.")
     return True

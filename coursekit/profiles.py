@@ -19,6 +19,8 @@ __all__ = ["PROFILES", "PROFILE_NAMES", "Profile", "resolve_profile"]
 # base_model: the model 00_baseline trains and later chapters reuse as teacher.
 # small_model: the much smaller ResNet 00_baseline measures beside it.
 # crop_pad: padding of the random-crop augmentation (short schedules prefer less).
+# transfer_backbone_lr_factor: backbone lr = factor * lr when fine-tuning (chosen on held-out
+#   target-class training images outside the labelled set, never on the test split).
 PROFILES: dict[str, dict] = {
     "smoke": {
         "train_per_class": 30,
@@ -35,6 +37,15 @@ PROFILES: dict[str, dict] = {
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 4, "stem_pool": True},
         "latency_batch_sizes": [1, 8],
         "latency_min_time": 0.02,
+        # 01_transfer_learning
+        "source_epochs": 1,
+        "transfer_steps": 4,
+        "transfer_backbone_lr_factor": 0.025,
+        "transfer_batch_size": 32,
+        "transfer_seeds": 2,
+        "transfer_label_sweep": [5, 10],
+        "imagenet_train_per_class": 4,
+        "imagenet_steps": 2,
         # 02_knowledge_distillation
         "student_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 4, "stem_pool": True},
         "kd_train_per_class": 30,
@@ -61,6 +72,15 @@ PROFILES: dict[str, dict] = {
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8, "stem_pool": True},
         "latency_batch_sizes": [1, 64],
         "latency_min_time": 0.3,
+        # 01_transfer_learning
+        "source_epochs": 12,
+        "transfer_steps": 150,
+        "transfer_backbone_lr_factor": 0.025,
+        "transfer_batch_size": 64,
+        "transfer_seeds": 2,
+        "transfer_label_sweep": [10, 250, 1000],
+        "imagenet_train_per_class": 100,
+        "imagenet_steps": 100,
         # 02_knowledge_distillation
         "student_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 6, "stem_pool": True},
         "kd_train_per_class": 1000,
@@ -87,6 +107,15 @@ PROFILES: dict[str, dict] = {
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 16, "stem_pool": False},
         "latency_batch_sizes": [1, 64, 256],
         "latency_min_time": 0.5,
+        # 01_transfer_learning
+        "source_epochs": 30,
+        "transfer_steps": 600,
+        "transfer_backbone_lr_factor": 0.025,
+        "transfer_batch_size": 128,
+        "transfer_seeds": 3,
+        "transfer_label_sweep": [10, 250, 1000, None],
+        "imagenet_train_per_class": None,
+        "imagenet_steps": 2000,
         # 02_knowledge_distillation
         "student_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 16, "stem_pool": False},
         "kd_train_per_class": None,

@@ -56,12 +56,13 @@ class Session:
     run_dir: Path
     report: dict = field(default_factory=dict)
 
-    def load_data(self, **kwargs) -> _data.DataSplits:
-        """``coursekit.data.load_data`` with this session's dataset, seed and profile caps, moved to the device."""
+    def load_data(self, dataset: str | None = None, **kwargs) -> _data.DataSplits:
+        """``coursekit.data.load_data`` with this session's dataset (unless ``dataset`` is given), seed and
+        profile caps, moved to the device."""
         args = {"train_per_class": self.profile.train_per_class, "test_per_class": self.profile.test_per_class,
                 "val_fraction": self.profile.val_fraction, "seed": self.seed}
         args.update(kwargs)
-        return _data.load_data(self.dataset, self.data_dir, **args).to(self.device)
+        return _data.load_data(dataset or self.dataset, self.data_dir, **args).to(self.device)
 
     def batches(self, splits: _data.DataSplits, split: str, *, train: bool | None = None, batch_size: int | None = None,
                 seed: int | None = None) -> _data.Batches:

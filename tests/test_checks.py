@@ -46,3 +46,27 @@ def test_distillation_checks_pass_on_right_answers_and_fail_on_classic_mistakes(
         checks.check_kl_term(lambda s, t, T: F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="mean") * T * T)
     with pytest.raises(AssertionError, match="Hint"):
         checks.check_distill_loss(lambda s, t, y, T, a: a * F.cross_entropy(s, y) + (1 - a) * kl(s, t, T))
+
+
+def test_transfer_checks_pass_on_right_answers_and_fail_on_mistakes():
+    from torch import nn
+
+    from coursekit.transfer import freeze
+
+    def good_head(m, n):
+        m.fc = nn.Linear(m.fc.in_features, n)
+        return m
+
+    def l2sp(m, ref, s):
+        return s / 2 * sum((p - ref[k]).pow(2).sum() for k, p in m.named_parameters() if k in ref)
+
+    assert checks.check_replace_head(good_head)
+    assert checks.check_l2sp(l2sp)
+    assert checks.check_freeze_all_but_last_stage(lambda m: freeze(m, ["stem.*", "layer1.*", "layer2.*"]))
+    with pytest.raises(AssertionError, match="in_features"):
+        checks.check_replace_head(lambda m, n: setattr(m, "fc", nn.Linear(10, n)) or m)
+    with pytest.raises(AssertionError, match="Hint"):
+        checks.check_l2sp(lambda m, ref, s: s / 2 * sum(p.pow(2).sum() for p in m.parameters()))
+    with pytest.raises(AssertionError, match="eval mode"):
+        checks.check_freeze_all_but_last_stage(
+            lambda m: [p.requires_grad_(False) for n, p in m.named_parameters() if not n.startswith(("layer3", "fc"))])

@@ -107,3 +107,63 @@ def test_baseline_runs_on_an_imagefolder_dataset_made_here(tmp_path):
     spec = rec["extra"]["spec"]
     assert spec["num_classes"] == 3
     assert rec["macs"] == count_macs(model_from_spec(spec), (3, 16, 16)), "MACs counted at the resized input size"
+
+
+TRANSFER = NOTEBOOKS[0].parent / "01_transfer_learning.ipynb"
+needs_transfer = pytest.mark.skipif(not TRANSFER.exists(), reason="01_transfer_learning.ipynb not written yet")
+
+
+@needs_cifar
+@needs_transfer
+@pytest.mark.notebook
+def test_transfer_with_other_labels_per_class_and_planted_imagenet_weights(tmp_path, monkeypatch):
+    """Non-default labels_per_class reaches the ledger; the ImageNet section runs offline from a planted file."""
+    import torch
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    ckpt = tmp_path / "torch" / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    torch.save(resnet18().state_dict(), ckpt / ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1])
+    run_dir = tmp_path / "run"
+    _run(TRANSFER, tmp_path, profile="smoke", labels_per_class=7, run_dir=str(run_dir), data_dir=cifar_data_dir())
+    records = read_ledger(run_dir, notebook="01_transfer_learning")
+    main = [r for r in records if r["extra"].get("labels_per_class") == 7]
+    assert {r["extra"]["variant"] for r in main} == {"scratch", "probe", "finetune", "l2sp", "last_stage"}
+    assert [r["model"] for r in records if r["model"] == "imagenet_resnet18_finetune"], "ImageNet section ran"
+
+
+@needs_cifar
+@needs_transfer
+@pytest.mark.notebook
+def test_transfer_to_an_imagefolder_dataset_made_here(tmp_path):
+    from tests.conftest import make_imagefolder
+
+    root = make_imagefolder(tmp_path / "pets", classes=("cat", "dog", "owl"), per_class=8, size=(40, 30))
+    run_dir = tmp_path / "run"
+    _run(TRANSFER, tmp_path, profile="smoke", dataset=f"imagefolder:{root}", labels_per_class=5, image_size=16,
+         run_dir=str(run_dir), data_dir=cifar_data_dir())
+    records = read_ledger(run_dir, notebook="01_transfer_learning")
+    main = [r for r in records if r["extra"].get("labels_per_class") == 5]
+    assert main and all(r["extra"]["target_classes"] == ["cat", "dog", "owl"] for r in main)
+    assert all(r["dataset"] == f"imagefolder:{root}" for r in records)
+
+
+@needs_transfer
+@pytest.mark.notebook
+@pytest.mark.parametrize("params,message", [
+    ({"labels_per_class": 0}, "labels_per_class: 0 is not allowed"),
+    ({"target_classes": ["dog", "zebra"]}, "classes: unknown class name(s) ['zebra']"),
+    ("one_class", "at least 2 are needed"),
+])
+def test_transfer_bad_input_fails_before_training(tmp_path, params, message):
+    import papermill as pm
+
+    from tests.conftest import make_imagefolder
+
+    if params == "one_class":
+        params = {"dataset": f"imagefolder:{make_imagefolder(tmp_path / 'one', classes=('only',), per_class=3)}"}
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        _run(TRANSFER, tmp_path, profile="smoke", run_dir=str(tmp_path / "run"), data_dir=cifar_data_dir(), **params)
+    assert message in err.value.evalue
+    assert not (tmp_path / "run" / "checkpoints").exists(), "nothing was trained"
