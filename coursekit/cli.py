@@ -91,7 +91,7 @@ def cmd_run(args) -> int:
 
 def cmd_report(args) -> int:
     run_dir = Path(args.run_dir)
-    records = read_ledger(run_dir)
+    records = read_ledger(run_dir, latest=True)
     if not records:
         print(f"no ledger records in {run_dir / 'ledger.jsonl'}", file=sys.stderr)
         return 1

@@ -161,7 +161,7 @@ def train_student(spec: dict, train_batches, *, epochs: int, lr: float, seed: in
     batch order, so a scratch and a distilled student differ only in the loss.
     """
     from .models import model_from_spec
-    from .train import fit
+    from .train import decay_groups, fit
 
     torch.manual_seed(seed)
     student = model_from_spec(spec).to(device)
@@ -171,10 +171,8 @@ def train_student(spec: dict, train_batches, *, epochs: int, lr: float, seed: in
         hint = None
         if hint_layers is not None:
             hint = FeatureHint(student, teacher, *hint_layers, input_size=input_size)
-            wd = fit_kwargs.get("weight_decay", 5e-4)
-            trainable = [p for p in list(student.parameters()) + list(hint.parameters()) if p.requires_grad]
-            params = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": wd},
-                      {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+            params = decay_groups(list(student.parameters()) + list(hint.parameters()),
+                                  fit_kwargs.get("weight_decay", 5e-4))
         loss_fn = kd_loss_fn(teacher, temperature, alpha, fit_kwargs.get("label_smoothing", 0.0), hint, hint_weight)
     history = fit(student, train_batches, epochs=epochs, lr=lr, loss_fn=loss_fn, params=params, device=device,
                   **fit_kwargs)

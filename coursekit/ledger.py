@@ -59,13 +59,21 @@ def append_record(run_dir: str | os.PathLike, record: dict) -> Path:
     return path
 
 
-def read_ledger(run_dir: str | os.PathLike, **where) -> list[dict]:
-    """All records of ``<run_dir>/ledger.jsonl`` (empty when absent), filtered by ``field=value``."""
+def read_ledger(run_dir: str | os.PathLike, latest: bool = False, **where) -> list[dict]:
+    """All records of ``<run_dir>/ledger.jsonl`` (empty when absent), filtered by ``field=value``.
+
+    latest=True keeps only the newest record of each (notebook, model, seed, profile, dataset), so a
+    notebook rerun in the same run dir replaces its rows in tables instead of repeating them.
+    """
     path = Path(run_dir) / "ledger.jsonl"
     if not path.exists():
         return []
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in records if all(r.get(k) == v for k, v in where.items())]
+    records = [r for r in records if all(r.get(k) == v for k, v in where.items())]
+    if latest:
+        newest = {(r["notebook"], r["model"], r["seed"], r["profile"], r["dataset"]): r for r in records}
+        records = [r for r in records if newest[(r["notebook"], r["model"], r["seed"], r["profile"], r["dataset"])] is r]
+    return records
 
 
 def _fmt_int(n: int) -> str:

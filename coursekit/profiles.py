@@ -181,5 +181,29 @@ def resolve_profile(profile: str = "auto", **overrides) -> Profile:
     if unknown:
         raise ValueError(f"unknown profile setting(s) {unknown}; allowed: {', '.join(sorted(settings))}")
     settings.update({k: v for k, v in overrides.items() if v is not None})
+    _check_settings(settings)
     settings["name"] = name
     return settings
+
+
+_POSITIVE_INTS = ("epochs", "batch_size", "source_epochs", "transfer_steps", "transfer_batch_size", "transfer_seeds",
+                  "kd_epochs", "kd_seeds", "imagenet_steps")
+_FRACTIONS = ("val_fraction", "label_smoothing")
+
+
+def _check_settings(settings: dict) -> None:
+    """Refuse values no notebook can run with, naming the setting, before any work starts."""
+    for key in _POSITIVE_INTS:
+        v = settings[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{key}: {v!r} is not allowed; use an integer >= 1")
+    for key in _FRACTIONS:
+        v = settings[key]
+        if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+            raise ValueError(f"{key}: {v!r} is outside the allowed range [0, 1)")
+    if not isinstance(settings["lr"], (int, float)) or not settings["lr"] > 0:
+        raise ValueError(f"lr: {settings['lr']!r} is not allowed; use a positive number")
+    for key in ("train_per_class", "test_per_class", "kd_train_per_class"):
+        v = settings[key]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{key}: {v!r} is not allowed; use a positive integer or None for all")

@@ -76,6 +76,16 @@ class Session:
                              seed=self.seed if seed is None else seed, channels_last=self.profile.channels_last,
                              pad=self.profile.crop_pad)
 
+    def fit_profile(self, model, splits: _data.DataSplits, epochs: int, progress: bool = True) -> dict:
+        """Train ``model`` on ``splits`` with the profile's recipe (the one 00_baseline explains:
+        one-cycle SGD, label smoothing, autocast, channels_last, validation after each epoch when
+        the splits have a validation set). Returns the history of ``fit``."""
+        P = self.profile
+        val = self.batches(splits, "val") if len(splits.val_y) else None
+        return fit(model, self.batches(splits, "train"), epochs=epochs, lr=P.lr, weight_decay=P.weight_decay,
+                   label_smoothing=P.label_smoothing, amp=P.amp, channels_last=P.channels_last, val_batches=val,
+                   device=self.device, progress=progress)
+
     def base_config(self, splits: _data.DataSplits) -> dict:
         """Everything that determines the base model's weights: the key of its run-dir cache."""
         P = self.profile
@@ -100,10 +110,7 @@ class Session:
         def train():
             torch.manual_seed(self.seed)
             model = model_from_spec(config["spec"]).to(self.device)
-            history = fit(model, self.batches(splits, "train"), epochs=P.epochs, lr=P.lr, weight_decay=P.weight_decay,
-                          label_smoothing=P.label_smoothing, amp=P.amp, channels_last=P.channels_last,
-                          val_batches=self.batches(splits, "val"), progress=progress)
-            return model, {"history": history}
+            return model, {"history": self.fit_profile(model, splits, P.epochs, progress=progress)}
 
         return train_or_load(self.run_dir, "base", config, train, device=self.device)
 

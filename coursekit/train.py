@@ -33,6 +33,7 @@ __all__ = [
     "train_or_load",
     "config_key",
     "lr_factor",
+    "decay_groups",
     "channels_last_is_safe",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -92,6 +93,14 @@ def channels_last_is_safe(model: nn.Module, device: torch.device | str) -> bool:
     return all(min(m.in_channels, m.out_channels) >= 8 for m in convs)
 
 
+def decay_groups(parameters, weight_decay: float) -> list[dict]:
+    """Two optimizer groups of the trainable ``parameters``: weights (ndim > 1) with ``weight_decay``,
+    biases and norm scales without (decaying them only hurts)."""
+    trainable = [p for p in parameters if p.requires_grad]
+    return [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+
+
 def fit(
     model: nn.Module,
     train_batches,
@@ -137,11 +146,7 @@ def fit(
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     dtype = autocast_dtype(device, amp)
     if params is None:
-        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        params = [
-            {"params": [p for n, p in trainable if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for n, p in trainable if p.ndim <= 1], "weight_decay": 0.0},
-        ]
+        params = decay_groups(model.parameters(), weight_decay)
     if optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
     else:

@@ -50,3 +50,11 @@ def test_table_has_a_row_per_record_and_every_latency_column():
     assert "cpu_b1 ms" in lines[0] and "cpu_b64 ms" in lines[0] and "cuda_b256 ms" in lines[0]
     assert lines[0].index("cpu_b1 ms") < lines[0].index("cpu_b64 ms"), "batch sizes sort numerically"
     assert "80.00%" in lines[2] and "12.90M" in lines[2]
+
+
+def test_latest_keeps_the_newest_record_of_a_rerun(tmp_path):
+    append_record(tmp_path, _rec(accuracy=0.5))
+    append_record(tmp_path, _rec(model="small"))
+    append_record(tmp_path, _rec(accuracy=0.7))
+    assert [r["accuracy"] for r in read_ledger(tmp_path)] == [0.5, 0.8, 0.7]
+    assert [(r["model"], r["accuracy"]) for r in read_ledger(tmp_path, latest=True)] == [("small", 0.8), ("base", 0.7)]

@@ -46,3 +46,16 @@ def test_bad_values_are_refused(monkeypatch):
 def test_attribute_access_names_the_missing_setting():
     with pytest.raises(AttributeError, match="no setting 'nope'"):
         _ = resolve_profile("smoke").nope
+
+
+@pytest.mark.parametrize("override,match", [
+    ({"epochs": 0}, "epochs: 0 is not allowed"),
+    ({"batch_size": 2.5}, "batch_size: 2.5 is not allowed"),
+    ({"val_fraction": 1.0}, r"val_fraction: 1.0 is outside the allowed range \[0, 1\)"),
+    ({"lr": -0.1}, "lr: -0.1 is not allowed"),
+    ({"kd_seeds": 0}, "kd_seeds: 0 is not allowed"),
+    ({"train_per_class": 0}, "train_per_class: 0 is not allowed"),
+])
+def test_bad_setting_values_are_refused_when_the_profile_is_resolved(override, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_profile("smoke", **override)
