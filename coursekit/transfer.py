@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .train import decay_groups
+
 __all__ = [
     "check_labels_per_class",
     "replace_head",
@@ -134,7 +136,7 @@ def stage_param_groups(model: nn.Module, lrs: dict[str, float], weight_decay: fl
     {"stem": 0.01, "layer*": 0.05, "fc": 0.2}; the first matching pattern wins.
     Only trainable parameters are included; biases and norms get no weight decay.
     """
-    groups: dict[tuple[str, bool], dict] = {}
+    by_stage: dict[str, list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -142,11 +144,14 @@ def stage_param_groups(model: nn.Module, lrs: dict[str, float], weight_decay: fl
         pattern = next((k for k in lrs if fnmatch.fnmatchcase(top, k)), None)
         if pattern is None:
             raise ValueError(f"lrs: no pattern matches parameter {name!r} (top-level {top!r}); patterns: {list(lrs)}")
-        decay = p.ndim > 1
-        g = groups.setdefault((pattern, decay), {"params": [], "lr": lrs[pattern], "weight_decay": weight_decay if decay else 0.0,
-                                                 "name": f"{pattern}{'' if decay else ' (no decay)'}"})
-        g["params"].append(p)
-    return list(groups.values())
+        by_stage.setdefault(pattern, []).append(p)
+    groups = []
+    for pattern, params in by_stage.items():
+        decayed, plain = decay_groups(params, weight_decay)
+        decayed.update(lr=lrs[pattern], name=pattern)
+        plain.update(lr=lrs[pattern], name=f"{pattern} (no decay)")
+        groups += [g for g in (decayed, plain) if g["params"]]
+    return groups
 
 
 def l2sp_penalty(model: nn.Module, reference: dict[str, torch.Tensor], strength: float) -> torch.Tensor:
