@@ -13,6 +13,8 @@ __all__ = [
     "check_conv_params", "check_conv_macs", "check_accuracy", "check_ideal_speedup",
     "check_soften", "check_kl_term", "check_distill_loss",
     "check_replace_head", "check_l2sp", "check_freeze_all_but_last_stage",
+    "check_magnitude_mask", "check_global_threshold", "check_agp_sparsity",
+    "check_l1_filter_importance", "check_prune_conv_bn", "check_prune_in_channels",
 ]
 
 
@@ -185,4 +187,117 @@ def check_freeze_all_but_last_stage(freeze_all_but_last_stage) -> bool:
     if m.layer1[0].bn1.training:
         _fail("a frozen BatchNorm is still in train mode after model.train().",
               "use coursekit.transfer.freeze (it keeps frozen BatchNorms in eval mode) or hook them yourself.")
+    return True
+
+
+# ----------------------------------------------------------------------------- 03_pruning_unstructured
+
+def check_magnitude_mask(magnitude_mask) -> bool:
+    """Exercise 03.1: ``magnitude_mask(weight, sparsity)``: 0 for the round(sparsity * numel) smallest |w|, else 1."""
+    from torch.nn.utils import prune
+
+    w = torch.tensor([[0.5, -0.1, 2.0], [-3.0, 0.05, -0.7]])
+    got = magnitude_mask(w, 0.5)
+    want = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]])
+    if got is None or tuple(got.shape) != tuple(w.shape):
+        _fail("the mask must have the weight's shape.", "build it with torch.ones_like(weight) and set entries to 0.")
+    if not torch.equal(got.float(), want):
+        signed = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+        _fail(f"magnitude_mask(w, 0.5) returned {got.tolist()}, expected {want.tolist()}.",
+              "rank by absolute value |w|: -3.0 is the largest weight here, not the smallest."
+              if torch.equal(got.float(), signed) else "zero the k = round(sparsity * numel) entries with the smallest |w|.")
+    conv = nn.Conv2d(4, 6, 3)
+    for s in (0.0, 0.33, 0.9):
+        m = magnitude_mask(conv.weight.detach(), s).float()
+        prune.l1_unstructured(conv, "weight", amount=s)
+        if not torch.equal(m, conv.weight_mask):
+            _fail(f"at sparsity {s} the mask differs from torch.nn.utils.prune.l1_unstructured's.",
+                  "use k = round(sparsity * weight.numel()) and torch.topk(|w|.flatten(), k, largest=False).")
+        prune.remove(conv, "weight")
+    return True
+
+
+def check_global_threshold(global_threshold) -> bool:
+    """Exercise 03.2: ``global_threshold(weights, sparsity)``: the k-th smallest |w| over all tensors together."""
+    a = torch.tensor([0.1, -0.2, 0.3, 5.0])
+    b = torch.tensor([[-0.05, 4.0], [0.15, -6.0]])
+    got = float(global_threshold([a, b], 0.5))
+    if abs(got - 0.2) > 1e-6:
+        per_layer = (abs(got - 0.25) < 1e-6) or (abs(got - 0.15) < 1e-6)
+        _fail(f"global_threshold([a, b], 0.5) returned {got}, expected 0.2 (4 of the 8 magnitudes are <= 0.2).",
+              "pool every |w| of every tensor into one vector first; a per-layer threshold is not global."
+              if per_layer else "sort |w| over all tensors together and take the k-th smallest, k = round(sparsity * total).")
+    return True
+
+
+def check_agp_sparsity(agp) -> bool:
+    """Exercise 03.3: ``agp(step, final, begin, end)`` = final * (1 - (1 - (step - begin) / (end - begin))^3) on [begin, end]."""
+    from .prune import agp_sparsity
+
+    for step, final, t0, t1 in [(0, 0.8, 0, 100), (50, 0.8, 0, 100), (25, 0.9, 10, 60), (100, 0.5, 10, 60), (5, 0.9, 10, 60)]:
+        got, want = float(agp(step, final, t0, t1)), agp_sparsity(step, final, t0, t1)
+        if abs(got - want) > 1e-9:
+            hint = ("before begin the sparsity is 0 and after end it stays at final: clamp the progress to [0, 1]."
+                    if step < t0 or step > t1 else "s_t = s_f * (1 - (1 - progress)**3) with progress = (t - t0) / (t1 - t0).")
+            _fail(f"agp({step}, {final}, {t0}, {t1}) returned {got}, expected {want}.", hint)
+    return True
+
+
+# ----------------------------------------------------------------------------- 04_pruning_structured
+
+def check_l1_filter_importance(importance) -> bool:
+    """Exercise 04.1: ``importance(conv, bn)`` -> (C_out,) L1 norm of every output filter (Li et al. 2017)."""
+    conv = nn.Conv2d(2, 3, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, -2.0], [0.5, 0.5], [-4.0, 0.0]]).view(3, 2, 1, 1))
+    got = importance(conv, nn.BatchNorm2d(3))
+    want = torch.tensor([3.0, 1.0, 4.0])
+    if got is None or tuple(got.shape) != (3,):
+        _fail(f"expected one score per output channel, shape (3,), got {None if got is None else tuple(got.shape)}.",
+              "sum over every dimension but the first: weight.abs().flatten(1).sum(1).")
+    if not torch.allclose(got.float(), want):
+        _fail(f"returned {got.tolist()}, expected {want.tolist()}.",
+              "the L1 norm sums absolute values; a plain sum lets positive and negative weights cancel."
+              if torch.allclose(got.float(), torch.tensor([-1.0, 1.0, -4.0])) else "score filter i by weight[i].abs().sum().")
+    return True
+
+
+def check_prune_conv_bn(prune_conv_bn) -> bool:
+    """Exercise 04.2: ``prune_conv_bn(conv, bn, keep) -> (conv, bn)`` keeping output channels ``keep``."""
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 5, 3, padding=1, bias=False), nn.BatchNorm2d(5)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5), bn.bias.normal_(), bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+    conv.eval(), bn.eval()
+    keep = torch.tensor([0, 3, 4])
+    new_conv, new_bn = prune_conv_bn(conv, bn, keep)
+    if new_conv.out_channels != 3 or new_bn.num_features != 3:
+        _fail("the new layers should have 3 channels.", "build nn.Conv2d(in, len(keep), ...) and nn.BatchNorm2d(len(keep)).")
+    new_bn.eval()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        if not torch.allclose(new_bn(new_conv(x)), bn(conv(x))[:, keep], atol=1e-5):
+            stats = torch.allclose(new_bn.running_mean, bn.running_mean[keep])
+            _fail("the pruned pair does not reproduce the kept channels of the original.",
+                  "copy conv.weight[keep] and the BN's weight, bias AND running_mean / running_var at keep."
+                  if not stats else "copy conv.weight[keep] (the output-channel dimension is the first one).")
+    return True
+
+
+def check_prune_in_channels(prune_in_channels) -> bool:
+    """Exercise 04.3: ``prune_in_channels(conv, keep)``: a conv reading only the input channels ``keep``."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 2, 3, padding=1)
+    keep = torch.tensor([1, 2])
+    new = prune_in_channels(conv, keep)
+    if new.in_channels != 2 or new.out_channels != 2:
+        _fail(f"the new conv maps {new.in_channels} -> {new.out_channels} channels, expected 2 -> 2.",
+              "only the input dimension shrinks: nn.Conv2d(len(keep), conv.out_channels, ...).")
+    x = torch.randn(1, 4, 5, 5)
+    x_zeroed = x.clone()
+    x_zeroed[:, [0, 3]] = 0
+    with torch.no_grad():
+        if not torch.allclose(new(x[:, keep]), conv(x_zeroed), atol=1e-5):
+            _fail("on the kept channels the new conv must compute what the old one did with the others at zero.",
+                  "copy conv.weight[:, keep] (dimension 1 is the input channels) and the whole bias.")
     return True

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BasicBlock", "ResNetCifar", "resnet18_cifar", "build_model", "model_from_spec", "MODEL_NAMES"]
+__all__ = ["BasicBlock", "ResNetCifar", "resnet18_cifar", "build_model", "model_from_spec", "MODEL_NAMES",
+           "removed_modules", "reshape_to_state_dict"]
 
 
 class BasicBlock(nn.Module):
@@ -149,3 +150,42 @@ def model_from_spec(spec: dict, **changes) -> nn.Module:
     if "name" not in kwargs:
         raise ValueError(f"model spec {spec!r} has no 'name'; allowed names: {', '.join(MODEL_NAMES)}")
     return build_model(kwargs.pop("name"), **kwargs)
+
+
+def removed_modules(model: nn.Module, spec: dict) -> list[str]:
+    """Names of the modules that are ``nn.Identity`` in ``model`` but not in a fresh ``model_from_spec(spec)``:
+    the blocks a trimming step removed (``coursekit.trim.remove_blocks``). Saved with checkpoints."""
+    fresh = dict(model_from_spec(spec).named_modules())
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.Identity) and name in fresh and not isinstance(fresh[name], nn.Identity)]
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+@torch.no_grad()
+def reshape_to_state_dict(model: nn.Module, state_dict: dict, removed=()) -> nn.Module:
+    """Make ``model`` (built from its original spec) match a pruned or trimmed ``state_dict``, in place.
+
+    Modules named in ``removed`` become ``nn.Identity``; every Conv2d, BatchNorm2d and Linear
+    takes the channel counts of its tensors in the state dict (same kernel, stride, padding,
+    bias). After this, ``model.load_state_dict(state_dict)`` loads strictly. Returns ``model``.
+    """
+    for name in removed:
+        _set_module(model, name, nn.Identity())
+    for name, m in list(model.named_modules()):
+        w = state_dict.get(f"{name}.weight" if name else "weight")
+        if w is None:
+            continue
+        if isinstance(m, nn.Conv2d) and tuple(w.shape) != tuple(m.weight.shape):
+            if m.groups != 1:
+                raise ValueError(f"{name}: grouped convolutions cannot be reshaped")
+            _set_module(model, name, nn.Conv2d(w.shape[1], w.shape[0], m.kernel_size, m.stride, m.padding, m.dilation,
+                                               bias=m.bias is not None, padding_mode=m.padding_mode))
+        elif isinstance(m, nn.BatchNorm2d) and w.shape[0] != m.num_features:
+            _set_module(model, name, nn.BatchNorm2d(w.shape[0], m.eps, m.momentum, m.affine, m.track_running_stats))
+        elif isinstance(m, nn.Linear) and tuple(w.shape) != tuple(m.weight.shape):
+            _set_module(model, name, nn.Linear(w.shape[1], w.shape[0], bias=m.bias is not None))
+    return model

@@ -54,6 +54,22 @@ PROFILES: dict[str, dict] = {
         "kd_sweep_temperatures": [2.0],
         "kd_sweep_alphas": [0.5],
         "kd_hint": True,
+        # 03-06: fine-tuning after compression uses lr * finetune_lr_factor
+        "finetune_lr_factor": 0.25,
+        # 03_pruning_unstructured
+        "prune_sweep": [0.0, 0.5, 0.9],
+        "prune_finetune_sparsities": [0.8],
+        "prune_finetune_epochs": 1,
+        "prune_seeds": 1,
+        "sensitivity_amounts": [0.5, 0.9],
+        # 04_pruning_structured
+        "channel_ratio": 0.5,
+        "channel_finetune_epochs": 1,
+        "channel_sensitivity_ratios": [0.5],
+        # 05_layer_trimming
+        "trim_model": {"name": "resnet_cifar", "blocks": [2, 1, 1], "width": 8, "stem_pool": True},
+        "trim_blocks_to_remove": 1,
+        "trim_recovery_epochs": 1,
         "amp": "auto",
         "channels_last": True,
     },
@@ -89,6 +105,22 @@ PROFILES: dict[str, dict] = {
         "kd_sweep_temperatures": [1.0, 8.0],
         "kd_sweep_alphas": [0.5],
         "kd_hint": True,
+        # 03-06: fine-tuning after compression uses lr * finetune_lr_factor
+        "finetune_lr_factor": 0.25,
+        # 03_pruning_unstructured
+        "prune_sweep": [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
+        "prune_finetune_sparsities": [0.8, 0.95],
+        "prune_finetune_epochs": 1,
+        "prune_seeds": 2,
+        "sensitivity_amounts": [0.5, 0.7, 0.9, 0.95],
+        # 04_pruning_structured
+        "channel_ratio": 0.33,
+        "channel_finetune_epochs": 2,
+        "channel_sensitivity_ratios": [0.25, 0.5, 0.75],
+        # 05_layer_trimming
+        "trim_model": {"name": "resnet_cifar", "blocks": [2, 2, 2], "width": 16, "stem_pool": True},
+        "trim_blocks_to_remove": 2,
+        "trim_recovery_epochs": 1,
         "amp": "auto",
         "channels_last": True,
     },
@@ -124,6 +156,22 @@ PROFILES: dict[str, dict] = {
         "kd_sweep_temperatures": [1.0, 2.0, 8.0],
         "kd_sweep_alphas": [0.5, 0.99],
         "kd_hint": True,
+        # 03-06: fine-tuning after compression uses lr * finetune_lr_factor
+        "finetune_lr_factor": 0.25,
+        # 03_pruning_unstructured
+        "prune_sweep": [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
+        "prune_finetune_sparsities": [0.5, 0.8, 0.9, 0.95],
+        "prune_finetune_epochs": 5,
+        "prune_seeds": 3,
+        "sensitivity_amounts": [0.5, 0.7, 0.9, 0.95],
+        # 04_pruning_structured
+        "channel_ratio": 0.33,
+        "channel_finetune_epochs": 10,
+        "channel_sensitivity_ratios": [0.25, 0.5, 0.75],
+        # 05_layer_trimming
+        "trim_model": {"name": "resnet_cifar", "blocks": [3, 3, 3], "width": 32, "stem_pool": False},
+        "trim_blocks_to_remove": 3,
+        "trim_recovery_epochs": 8,
         "amp": "auto",
         "channels_last": True,
     },
@@ -187,8 +235,11 @@ def resolve_profile(profile: str = "auto", **overrides) -> Profile:
 
 
 _POSITIVE_INTS = ("epochs", "batch_size", "source_epochs", "transfer_steps", "transfer_batch_size", "transfer_seeds",
-                  "kd_epochs", "kd_seeds", "imagenet_steps")
-_FRACTIONS = ("val_fraction", "label_smoothing")
+                  "kd_epochs", "kd_seeds", "imagenet_steps", "prune_finetune_epochs", "prune_seeds",
+                  "channel_finetune_epochs", "trim_recovery_epochs")
+_FRACTIONS = ("val_fraction", "label_smoothing", "channel_ratio")
+_POSITIVE_NUMBERS = ("lr", "finetune_lr_factor")
+_FRACTION_LISTS = ("prune_sweep", "prune_finetune_sparsities", "sensitivity_amounts", "channel_sensitivity_ratios")
 
 
 def _check_settings(settings: dict) -> None:
@@ -201,8 +252,15 @@ def _check_settings(settings: dict) -> None:
         v = settings[key]
         if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
             raise ValueError(f"{key}: {v!r} is outside the allowed range [0, 1)")
-    if not isinstance(settings["lr"], (int, float)) or not settings["lr"] > 0:
-        raise ValueError(f"lr: {settings['lr']!r} is not allowed; use a positive number")
+    for key in _FRACTION_LISTS:
+        v = settings[key]
+        if not isinstance(v, (list, tuple)) or not v or not all(isinstance(a, (int, float)) and 0 <= a < 1 for a in v):
+            raise ValueError(f"{key}: {v!r} is not allowed; use a non-empty list of numbers in [0, 1)")
+    if not isinstance(settings["trim_blocks_to_remove"], int) or settings["trim_blocks_to_remove"] < 0:
+        raise ValueError(f"blocks_to_remove: {settings['trim_blocks_to_remove']!r} is not allowed; use an integer >= 0")
+    for key in _POSITIVE_NUMBERS:
+        if not isinstance(settings[key], (int, float)) or isinstance(settings[key], bool) or not settings[key] > 0:
+            raise ValueError(f"{key}: {settings[key]!r} is not allowed; use a positive number")
     for key in ("train_per_class", "test_per_class", "kd_train_per_class"):
         v = settings[key]
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):

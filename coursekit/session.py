@@ -86,6 +86,23 @@ class Session:
                    label_smoothing=P.label_smoothing, amp=P.amp, channels_last=P.channels_last, val_batches=val,
                    device=self.device, progress=progress)
 
+    def finetune(self, model, splits: _data.DataSplits, epochs: int, *, seed: int | None = None, loss_fn=None,
+                 on_step=None, progress: bool = False) -> dict:
+        """Fine-tune a compressed ``model`` after pruning or trimming: the profile's recipe with the
+        peak learning rate scaled by ``finetune_lr_factor`` (the weights are already good; a full-size
+        step would undo them), batch order from ``seed``. ``loss_fn`` (e.g. KD) and ``on_step`` (e.g.
+        AGP) go to ``fit``. Returns the history."""
+        P = self.profile
+        return fit(model, self.batches(splits, "train", seed=seed), epochs=epochs, lr=P.lr * P.finetune_lr_factor,
+                   weight_decay=P.weight_decay, label_smoothing=P.label_smoothing, amp=P.amp,
+                   channels_last=P.channels_last, loss_fn=loss_fn, on_step=on_step, device=self.device, progress=progress)
+
+    def accuracy(self, model, splits: _data.DataSplits, split: str = "test") -> float:
+        """Accuracy of ``model`` on ``split`` (test by default), with flip TTA when the profile says so."""
+        from .train import evaluate
+
+        return evaluate(model, self.batches(splits, split), amp=self.profile.amp, tta=self.profile.tta)["accuracy"]
+
     def base_config(self, splits: _data.DataSplits) -> dict:
         """Everything that determines the base model's weights: the key of its run-dir cache."""
         P = self.profile

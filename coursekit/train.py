@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .env import autocast_dtype
-from .models import model_from_spec
+from .models import model_from_spec, removed_modules, reshape_to_state_dict
 
 __all__ = [
     "fit",
@@ -119,6 +119,7 @@ def fit(
     device: torch.device | str | None = None,
     progress: bool = True,
     log_dir: str | os.PathLike | None = None,
+    on_step=None,
 ) -> dict:
     """Train ``model`` in place and return its history.
 
@@ -136,6 +137,8 @@ def fit(
         params: parameter groups for the optimizer (e.g. per-stage lr); default: all
             trainable parameters with decay on weights only.
         log_dir: when given, scalars are written there for TensorBoard.
+        on_step: ``on_step(step, total_steps, model)`` called after every optimizer step
+            (1-based step), e.g. ``coursekit.prune.AGPSchedule`` raising the sparsity.
     Returns:
         {"epoch", "train_loss", "train_acc", "val_acc", "lr", "time_s"}: lists, one entry per epoch.
     """
@@ -186,6 +189,8 @@ def fit(
             scaler.update()
             sched.step()
             step += 1
+            if on_step is not None:
+                on_step(step, steps, model)
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -251,13 +256,22 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, spec: dict, confi
     """Save weights with what is needed to rebuild the model.
 
     spec: ``build_model`` arguments, e.g. {"name": "resnet_cifar", "num_classes": 10, "width": 32}.
+    A model changed after it was built (channels pruned, blocks removed) is saved as it is: the
+    tensor shapes in the state dict and the names of modules replaced by ``nn.Identity`` are its
+    architecture, and ``load_checkpoint`` rebuilds exactly that. Pruning masks must be made
+    permanent first (``coursekit.prune.make_permanent``).
     config: the training config (plain JSON-able values). Written atomically.
     """
+    masked = [k for k in model.state_dict() if k.endswith("_mask")]
+    if masked:
+        raise ValueError(f"model still has pruning masks ({masked[0]}, ...): call coursekit.prune.make_permanent(model) "
+                         "before saving, so the checkpoint holds ordinary weights")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"spec": json.loads(json.dumps(spec)), "config": json.loads(json.dumps(config or {})),
-               "metrics": json.loads(json.dumps(metrics or {})), "state_dict": state}
+               "metrics": json.loads(json.dumps(metrics or {})), "state_dict": state,
+               "removed": removed_modules(model, spec)}
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -271,6 +285,7 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     """
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     model = model_from_spec(payload["spec"])
+    reshape_to_state_dict(model, payload["state_dict"], payload.get("removed", []))
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
     return model, {k: payload[k] for k in ("spec", "config", "metrics")}
@@ -298,4 +313,5 @@ def train_or_load(run_dir: str | os.PathLike, name: str, config: dict, train_fn,
         return model, info, True
     model, metrics = train_fn()
     save_checkpoint(path, model, config["spec"], config, metrics)
+    model.to(memory_format=torch.contiguous_format)  # as a loaded one would be
     return model.to(device).eval(), {"spec": config["spec"], "config": config, "metrics": metrics}, False

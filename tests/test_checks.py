@@ -70,3 +70,50 @@ def test_transfer_checks_pass_on_right_answers_and_fail_on_mistakes():
     with pytest.raises(AssertionError, match="eval mode"):
         checks.check_freeze_all_but_last_stage(
             lambda m: [p.requires_grad_(False) for n, p in m.named_parameters() if not n.startswith(("layer3", "fc"))])
+
+
+def test_pruning_checks_pass_on_the_library_and_fail_on_classic_mistakes():
+    import torch
+    from torch import nn
+
+    from coursekit import prune
+
+    assert checks.check_magnitude_mask(prune.magnitude_mask)
+    assert checks.check_global_threshold(prune.global_threshold)
+    assert checks.check_agp_sparsity(prune.agp_sparsity)
+    assert checks.check_l1_filter_importance(prune.l1_filter_importance)
+    assert checks.check_prune_conv_bn(prune.prune_conv_bn)
+    assert checks.check_prune_in_channels(prune.prune_in_channels)
+
+    def signed_mask(w, s):  # ranks by signed value, not magnitude
+        k = round(s * w.numel())
+        m = torch.ones(w.numel())
+        m[torch.topk(w.flatten(), k, largest=False).indices] = 0
+        return m.view(w.shape)
+
+    with pytest.raises(AssertionError, match="absolute value"):
+        checks.check_magnitude_mask(signed_mask)
+    with pytest.raises(AssertionError, match="per-layer"):
+        checks.check_global_threshold(lambda ws, s: min(float(prune.global_threshold([w], s)) for w in ws))
+    with pytest.raises(AssertionError, match="clamp"):
+        checks.check_agp_sparsity(lambda t, f, t0, t1: f * (1 - (1 - (t - t0) / (t1 - t0)) ** 3))
+    with pytest.raises(AssertionError, match="cancel"):
+        checks.check_l1_filter_importance(lambda conv, bn: conv.weight.flatten(1).sum(1))
+
+    def forgets_stats(conv, bn, keep):
+        c, b = prune.prune_conv_bn(conv, bn, keep)
+        b.running_mean.zero_(), b.running_var.fill_(1)
+        return c, b
+
+    with pytest.raises(AssertionError, match="running_mean"):
+        checks.check_prune_conv_bn(forgets_stats)
+
+    def wrong_dim(conv, keep):
+        new = nn.Conv2d(len(keep), conv.out_channels, conv.kernel_size, padding=conv.padding)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight[:, :len(keep)])
+            new.bias.copy_(conv.bias)
+        return new
+
+    with pytest.raises(AssertionError, match="dimension 1"):
+        checks.check_prune_in_channels(wrong_dim)
