@@ -15,6 +15,7 @@ __all__ = [
     "check_replace_head", "check_l2sp", "check_freeze_all_but_last_stage",
     "check_magnitude_mask", "check_global_threshold", "check_agp_sparsity",
     "check_l1_filter_importance", "check_prune_conv_bn", "check_prune_in_channels",
+    "check_angular_distance", "check_blocks_to_drop", "check_replace_with_identity",
 ]
 
 
@@ -300,4 +301,58 @@ def check_prune_in_channels(prune_in_channels) -> bool:
         if not torch.allclose(new(x[:, keep]), conv(x_zeroed), atol=1e-5):
             _fail("on the kept channels the new conv must compute what the old one did with the others at zero.",
                   "copy conv.weight[:, keep] (dimension 1 is the input channels) and the whole bias.")
+    return True
+
+
+# ----------------------------------------------------------------------------- 05_layer_trimming
+
+def check_angular_distance(angular_distance) -> bool:
+    """Exercise 05.1: ``angular_distance(x_in, x_out)``: mean over images and positions of arccos(cos) / pi,
+    the cosine taken between the C-vectors at each position of (N, C, H, W) tensors."""
+    from .trim import angular_distance as reference
+
+    x = torch.zeros(1, 2, 1, 2)
+    x[0, :, 0, 0], x[0, :, 0, 1] = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    y = torch.zeros(1, 2, 1, 2)
+    y[0, :, 0, 0], y[0, :, 0, 1] = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.0])
+    got = float(angular_distance(x, y))
+    if abs(got - 0.25) > 1e-4:
+        _fail(f"on two positions with angles 0 and 90 degrees you returned {got}, expected 0.25.",
+              "divide the angle by pi so that the distance lies in [0, 1]." if abs(got - 0.25 * 3.141592653589793) < 1e-4
+              else "compare the channel vectors position by position (cosine over dim 1), take arccos / pi, then the mean.")
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g)
+    if abs(float(angular_distance(a, b)) - reference(a, b)) > 1e-4:
+        _fail("on random (3, 4, 5, 5) tensors the value differs from the reference.",
+              "flatten to (N*H*W, C) vectors: the cosine is over channels, not over the whole image.")
+    return True
+
+
+def check_blocks_to_drop(blocks_to_drop) -> bool:
+    """Exercise 05.2: ``blocks_to_drop(scores, k, allowed)``: the k allowed names with the lowest scores."""
+    scores = {"layer1.0": 0.30, "layer1.1": 0.02, "layer2.0": 0.00, "layer2.1": 0.10, "layer3.1": 0.50}
+    allowed = ["layer1.0", "layer1.1", "layer2.1", "layer3.1"]
+    got = list(blocks_to_drop(scores, 2, allowed))
+    if sorted(got) != ["layer1.1", "layer2.1"]:
+        hint = ("layer2.0 is not allowed (it downsamples): choose only among `allowed`." if "layer2.0" in got else
+                "drop the LEAST important blocks: sort by score ascending." if "layer3.1" in got else
+                "sort the allowed names by their score and take the first k.")
+        _fail(f"blocks_to_drop(scores, 2, allowed) returned {got}, expected ['layer1.1', 'layer2.1'].", hint)
+    if list(blocks_to_drop(scores, 0, allowed)) != []:
+        _fail("k = 0 should drop nothing.", "return the first k names, an empty list for k = 0.")
+    return True
+
+
+def check_replace_with_identity(replace_with_identity) -> bool:
+    """Exercise 05.3: ``replace_with_identity(model, name)`` sets the block ``name`` (e.g. "layer1.1") to nn.Identity."""
+    from .models import ResNetCifar
+
+    m = ResNetCifar((2, 1, 1), 4)
+    out = replace_with_identity(m, "layer1.1")
+    out = m if out is None else out
+    if not isinstance(out.layer1[1], nn.Identity):
+        _fail("out.layer1[1] is not an nn.Identity.",
+              "get the parent with model.get_submodule('layer1') and setattr(parent, '1', nn.Identity()).")
+    if isinstance(out.layer1[0], nn.Identity) or out(torch.zeros(1, 3, 16, 16)).shape != (1, 10):
+        _fail("other blocks changed or the model no longer runs.", "replace only the named block.")
     return True

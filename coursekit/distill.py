@@ -90,9 +90,8 @@ def kd_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9,
     With ``hint``, ``hint_weight * hint.loss()`` is added.
     """
     _check_kd_args(temperature, alpha)
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher.eval()  # its parameters keep requires_grad: inference_mode below is what keeps gradients away,
+    # and a copy of the teacher made later (to prune or trim it) must still be trainable
     fmt = torch.channels_last if teacher_channels_last else torch.contiguous_format
     teacher.to(memory_format=fmt)
 

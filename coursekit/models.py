@@ -30,28 +30,29 @@ class BasicBlock(nn.Module):
     may shrink; ``conv2``/``bn2`` write to the residual stream.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, mid_ch: int | None = None):
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, mid_ch: int | None = None, residual: bool = True):
         super().__init__()
         mid_ch = out_ch if mid_ch is None else mid_ch
+        self.residual = residual
         self.conv1 = nn.Conv2d(in_ch, mid_ch, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(mid_ch)
         self.conv2 = nn.Conv2d(mid_ch, out_ch, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.shortcut = nn.Sequential()
-        if stride != 1 or in_ch != out_ch:
+        if residual and (stride != 1 or in_ch != out_ch):
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
             )
 
     @property
     def downsamples(self) -> bool:
-        """True when the block changes the tensor's shape (it has a projection)."""
-        return len(self.shortcut) > 0
+        """True when the block changes the tensor's shape (stride or channel count)."""
+        return self.conv1.stride != (1, 1) or self.conv1.in_channels != self.conv2.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(out + self.shortcut(x)) if self.residual else F.relu(out)
 
 
 class ResNetCifar(nn.Module):
@@ -61,17 +62,21 @@ class ResNetCifar(nn.Module):
         blocks: BasicBlocks per stage, e.g. (3, 3, 3) is ResNet-20.
         width: channels of the first stage ``w``; the stages have (w, 2w, 4w).
         num_classes: size of the classifier.
+        residual: False drops every shortcut: the same layers as a plain stack (chapter 05's contrast).
     Input (N, 3, 32, 32) -> logits (N, num_classes). Any input size works
     thanks to the global average pool.
     """
 
-    def __init__(self, blocks=(3, 3, 3), width: int = 16, num_classes: int = 10, stem_pool: bool = False):
+    def __init__(self, blocks=(3, 3, 3), width: int = 16, num_classes: int = 10, stem_pool: bool = False,
+                 residual: bool = True):
         super().__init__()
         if len(blocks) != 3 or min(blocks) < 1:
             raise ValueError(f"blocks must be three positive counts, got {blocks!r}")
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width!r}")
         self.config = {"blocks": list(blocks), "width": int(width), "num_classes": int(num_classes), "stem_pool": bool(stem_pool)}
+        if not residual:
+            self.config["residual"] = False
         stem = [nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         if stem_pool:  # 32x32 -> 16x16 before the stages: 4x fewer MACs, airbench-style
             stem.append(nn.MaxPool2d(2))
@@ -82,7 +87,7 @@ class ResNetCifar(nn.Module):
             layers = []
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
-                layers.append(BasicBlock(in_ch, out_ch, stride))
+                layers.append(BasicBlock(in_ch, out_ch, stride, residual=residual))
                 in_ch = out_ch
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3 = stages
@@ -94,7 +99,7 @@ class ResNetCifar(nn.Module):
         # Zero-init the last BN of each residual branch (Goyal et al. 2017):
         # every block starts as the identity, which trains faster.
         for m in self.modules():
-            if isinstance(m, BasicBlock):
+            if isinstance(m, BasicBlock) and residual:  # (a plain stack would start as all zeros)
                 nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,12 +157,20 @@ def model_from_spec(spec: dict, **changes) -> nn.Module:
     return build_model(kwargs.pop("name"), **kwargs)
 
 
-def removed_modules(model: nn.Module, spec: dict) -> list[str]:
-    """Names of the modules that are ``nn.Identity`` in ``model`` but not in a fresh ``model_from_spec(spec)``:
-    the blocks a trimming step removed (``coursekit.trim.remove_blocks``). Saved with checkpoints."""
+def removed_modules(model: nn.Module, spec: dict) -> dict[str, str]:
+    """The modules of a fresh ``model_from_spec(spec)`` that ``model`` replaced: {name: "identity"} for a
+    block removed by ``coursekit.trim.remove_blocks``, {name: "projection"} for a block reduced to its
+    shortcut projection. Saved with checkpoints so that ``load_checkpoint`` rebuilds the same network."""
     fresh = dict(model_from_spec(spec).named_modules())
-    return [name for name, m in model.named_modules()
-            if isinstance(m, nn.Identity) and name in fresh and not isinstance(fresh[name], nn.Identity)]
+    out = {}
+    for name, m in model.named_modules():
+        if name not in fresh or type(fresh[name]) is type(m):
+            continue
+        if isinstance(m, nn.Identity):
+            out[name] = "identity"
+        elif isinstance(m, nn.Sequential) and hasattr(fresh[name], "conv1"):
+            out[name] = "projection"
+    return out
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -169,12 +182,16 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 def reshape_to_state_dict(model: nn.Module, state_dict: dict, removed=()) -> nn.Module:
     """Make ``model`` (built from its original spec) match a pruned or trimmed ``state_dict``, in place.
 
-    Modules named in ``removed`` become ``nn.Identity``; every Conv2d, BatchNorm2d and Linear
+    ``removed`` ({name: "identity" | "projection"}, see ``removed_modules``; a list means all
+    "identity"): those blocks become ``nn.Identity`` or their own shortcut projection. Then every Conv2d, BatchNorm2d and Linear
     takes the channel counts of its tensors in the state dict (same kernel, stride, padding,
     bias). After this, ``model.load_state_dict(state_dict)`` loads strictly. Returns ``model``.
     """
-    for name in removed:
-        _set_module(model, name, nn.Identity())
+    removed = dict.fromkeys(removed, "identity") if isinstance(removed, (list, tuple)) else dict(removed)
+    for name, kind in removed.items():
+        block = model.get_submodule(name)
+        proj = getattr(block, "shortcut", None) or getattr(block, "downsample", None)
+        _set_module(model, name, proj if kind == "projection" else nn.Identity())
     for name, m in list(model.named_modules()):
         w = state_dict.get(f"{name}.weight" if name else "weight")
         if w is None:

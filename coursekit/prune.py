@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 __all__ = [
-    "magnitude_mask", "global_threshold", "prunable_layers", "prune_by_magnitude", "update_masks",
+    "magnitude_mask", "global_threshold", "prunable_layers", "prune_by_magnitude", "update_masks", "detach_masked_weights",
     "make_permanent", "sparsity_report", "sparse_state_dict_bytes", "agp_sparsity", "AGPSchedule", "sensitivity_scan",
     "l1_filter_importance", "bn_scale_importance", "random_importance", "IMPORTANCE",
     "ChannelGroup", "channel_groups", "prune_conv_bn", "prune_in_channels", "prune_channels",
@@ -108,6 +108,22 @@ def prune_by_magnitude(model: nn.Module, sparsity: float, *, scope: str = "layer
             prune.l1_unstructured(m, "weight", amount=sparsity)
     else:
         prune.global_unstructured([(m, "weight") for m in chosen.values()], prune.L1Unstructured, amount=sparsity)
+    return detach_masked_weights(model)
+
+
+@torch.no_grad()
+def detach_masked_weights(model: nn.Module) -> nn.Module:
+    """Recompute every masked ``weight`` (``weight_orig * weight_mask``) outside autograd, in place.
+
+    torch's pruning leaves ``weight`` as the result of a multiplication with a gradient history
+    (after ``prune.*`` or a training step), and such a module cannot be ``copy.deepcopy``-ed; the
+    next forward pass recomputes it anyway. Returns ``model``.
+    """
+    for m in model.modules():
+        for hook in m._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                name = hook._tensor_name
+                setattr(m, name, getattr(m, name + "_orig") * getattr(m, name + "_mask"))
     return model
 
 
@@ -142,8 +158,7 @@ def update_masks(model: nn.Module, sparsity: float, *, scope: str = "layer", lay
             m.weight_mask.copy_(magnitude_mask(effective[n], sparsity))
     else:
         raise ValueError(f"scope: unknown value {scope!r}; allowed: layer, global")
-    for m in chosen.values():  # what the pre-hook would compute at the next forward
-        m.weight = m.weight_orig * m.weight_mask
+    detach_masked_weights(model)  # what the pre-hook would compute at the next forward
 
 
 def make_permanent(model: nn.Module) -> nn.Module:

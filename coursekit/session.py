@@ -92,10 +92,15 @@ class Session:
         peak learning rate scaled by ``finetune_lr_factor`` (the weights are already good; a full-size
         step would undo them), batch order from ``seed``. ``loss_fn`` (e.g. KD) and ``on_step`` (e.g.
         AGP) go to ``fit``. Returns the history."""
+        from .prune import detach_masked_weights
+
         P = self.profile
-        return fit(model, self.batches(splits, "train", seed=seed), epochs=epochs, lr=P.lr * P.finetune_lr_factor,
-                   weight_decay=P.weight_decay, label_smoothing=P.label_smoothing, amp=P.amp,
-                   channels_last=P.channels_last, loss_fn=loss_fn, on_step=on_step, device=self.device, progress=progress)
+        history = fit(model, self.batches(splits, "train", seed=seed), epochs=epochs, lr=P.lr * P.finetune_lr_factor,
+                      weight_decay=P.weight_decay, label_smoothing=P.label_smoothing, amp=P.amp,
+                      channels_last=P.channels_last, loss_fn=loss_fn, on_step=on_step, device=self.device,
+                      progress=progress)
+        detach_masked_weights(model)  # a masked model stays copyable after training
+        return history
 
     def accuracy(self, model, splits: _data.DataSplits, split: str = "test") -> float:
         """Accuracy of ``model`` on ``split`` (test by default), with flip TTA when the profile says so."""
@@ -103,25 +108,25 @@ class Session:
 
         return evaluate(model, self.batches(splits, split), amp=self.profile.amp, tta=self.profile.tta)["accuracy"]
 
-    def base_config(self, splits: _data.DataSplits) -> dict:
-        """Everything that determines the base model's weights: the key of its run-dir cache."""
+    def base_config(self, splits: _data.DataSplits, spec: dict | None = None) -> dict:
+        """Everything that determines the weights of a model trained with the profile's recipe (by default
+        the base model of ``profile.base_model``): the key of its run-dir cache."""
         P = self.profile
         return {
-            "spec": {**P.base_model, "num_classes": splits.num_classes}, "dataset": self.dataset,
+            "spec": {**(P.base_model if spec is None else spec), "num_classes": splits.num_classes}, "dataset": self.dataset,
             "image_size": splits.image_size, "seed": self.seed, "train_per_class": P.train_per_class,
             "val_fraction": P.val_fraction, "epochs": P.epochs, "batch_size": P.batch_size, "lr": P.lr,
             "weight_decay": P.weight_decay, "label_smoothing": P.label_smoothing, "crop_pad": P.crop_pad,
             "amp": P.amp, "classes": list(splits.classes), "n_train": len(splits.train_y),
         }
 
-    def base_model(self, splits: _data.DataSplits, progress: bool = True):
-        """The base model of 00_baseline: reused from ``<run_dir>/checkpoints`` when one was trained
-        with the same config, else trained here (``fit`` with the profile's recipe) and saved.
+    def trained_model(self, name: str, spec: dict, splits: _data.DataSplits, progress: bool = True):
+        """A model of ``spec`` trained with the profile's recipe (``fit_profile``, ``epochs``): reused from
+        ``<run_dir>/checkpoints/<name>-<key>.pt`` when one was trained with the same config, else trained and saved.
 
         Returns (model in eval mode, info with "config" and "metrics" (the history), reused flag).
-        Later chapters call this to get their teacher / the model they compress.
         """
-        config = self.base_config(splits)
+        config = self.base_config(splits, spec)
         P = self.profile
 
         def train():
@@ -129,7 +134,12 @@ class Session:
             model = model_from_spec(config["spec"]).to(self.device)
             return model, {"history": self.fit_profile(model, splits, P.epochs, progress=progress)}
 
-        return train_or_load(self.run_dir, "base", config, train, device=self.device)
+        return train_or_load(self.run_dir, name, config, train, device=self.device)
+
+    def base_model(self, splits: _data.DataSplits, progress: bool = True):
+        """The base model of 00_baseline (``trained_model("base", profile.base_model, ...)``): later chapters
+        call this to get their teacher / the model they compress, trained once per run dir."""
+        return self.trained_model("base", self.profile.base_model, splits, progress=progress)
 
     def record(self, model, *, stage: str, name: str, accuracy: float | None, extra: dict | None = None,
                input_size=(3, 32, 32), seed: int | None = None) -> dict:

@@ -30,6 +30,7 @@ __all__ = [
     "predict_logits",
     "save_checkpoint",
     "load_checkpoint",
+    "outputs_match_in_fresh_process",
     "train_or_load",
     "config_key",
     "lr_factor",
@@ -315,3 +316,27 @@ def train_or_load(run_dir: str | os.PathLike, name: str, config: dict, train_fn,
     save_checkpoint(path, model, config["spec"], config, metrics)
     model.to(memory_format=torch.contiguous_format)  # as a loaded one would be
     return model.to(device).eval(), {"spec": config["spec"], "config": config, "metrics": metrics}, False
+
+
+def outputs_match_in_fresh_process(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> bool:
+    """Load the checkpoint at ``path`` in a new Python process and compare its outputs on ``x`` with
+    ``model``'s (on the CPU, eval mode, exact equality). Proves that the checkpoint alone rebuilds the model."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import copy
+
+    model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)  # as load_checkpoint builds it
+    with torch.no_grad():
+        y = model(x.cpu())
+    with tempfile.TemporaryDirectory() as tmp:
+        io_path = Path(tmp) / "io.pt"
+        torch.save({"x": x.cpu(), "y": y}, io_path)
+        code = ("import sys, torch; from coursekit.train import load_checkpoint; "
+                f"m, _ = load_checkpoint({str(path)!r}); d = torch.load({str(io_path)!r}); "
+                "sys.exit(0 if torch.equal(m(d['x']), d['y']) else 3)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode not in (0, 3):
+        raise RuntimeError(f"loading {path} in a fresh process failed:\n{done.stderr[-2000:]}")
+    return done.returncode == 0

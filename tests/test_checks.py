@@ -117,3 +117,27 @@ def test_pruning_checks_pass_on_the_library_and_fail_on_classic_mistakes():
 
     with pytest.raises(AssertionError, match="dimension 1"):
         checks.check_prune_in_channels(wrong_dim)
+
+
+def test_trimming_checks_pass_on_the_library_and_fail_on_classic_mistakes():
+    from torch import nn
+
+    from coursekit import trim
+
+    assert checks.check_angular_distance(trim.angular_distance)
+    assert checks.check_blocks_to_drop(trim.blocks_to_drop)
+
+    def set_identity(model, name):
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, nn.Identity())
+        return model
+
+    assert checks.check_replace_with_identity(set_identity)
+    with pytest.raises(AssertionError, match="divide the angle by pi"):
+        checks.check_angular_distance(lambda a, b: trim.angular_distance(a, b) * 3.141592653589793)
+    with pytest.raises(AssertionError, match="LEAST"):
+        checks.check_blocks_to_drop(lambda s, k, allowed: sorted(allowed, key=lambda n: -s[n])[:k])
+    with pytest.raises(AssertionError, match="not allowed"):
+        checks.check_blocks_to_drop(lambda s, k, allowed: sorted(s, key=lambda n: s[n])[:k])
+    with pytest.raises(AssertionError, match="Identity"):
+        checks.check_replace_with_identity(lambda model, name: model)

@@ -132,3 +132,13 @@ def test_feature_hint_trains_an_adapter_towards_the_teacher_features():
     assert losses[-1] < losses[0]
     with pytest.raises(ValueError, match="student_layer: no module 'layer9'"):
         FeatureHint(student, teacher, "layer9", "layer2")
+
+
+def test_kd_loss_fn_leaves_the_teacher_trainable_for_later_copies():
+    """Chapters 04-06 prune copies of the teacher after distilling from it: those copies must train."""
+    from coursekit.distill import kd_loss_fn
+    from coursekit.models import ResNetCifar
+
+    teacher = ResNetCifar((1, 1, 1), 8)
+    kd_loss_fn(teacher, 4.0, 0.9)
+    assert all(p.requires_grad for p in teacher.parameters())
