@@ -1,11 +1,11 @@
-# make course | make test | make lab   (each creates .venv when missing)
+# make course | make test | make lab | make student | make slides   (each creates .venv when missing)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= auto
 
-.PHONY: course test lab lint clean-venv
+.PHONY: course test lab student slides lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ test: $(STAMP)
 	runs=$$(mktemp -d) && COURSEKIT_PROFILE=smoke COURSEKIT_RUNS_BASE=$$runs $(PY) -m pytest -q --nbval-lax \
 		--nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks; \
 		status=$$?; rm -rf $$runs; exit $$status
+
+## student: student edition of every notebook in student/ (solutions replaced by stubs; FORCE=1 overwrites)
+student: $(STAMP)
+	$(VENV)/bin/coursekit student --out student $(if $(FORCE),--force,)
+
+## slides: reveal.js slides of every notebook in slides/ (open slides/<notebook>.slides.html in a browser)
+slides: $(STAMP)
+	$(VENV)/bin/coursekit slides --out slides
 
 ## lab: JupyterLab on the notebooks with this environment's kernel
 lab: $(STAMP)

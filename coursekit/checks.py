@@ -16,6 +16,7 @@ __all__ = [
     "check_magnitude_mask", "check_global_threshold", "check_agp_sparsity",
     "check_l1_filter_importance", "check_prune_conv_bn", "check_prune_in_channels",
     "check_angular_distance", "check_blocks_to_drop", "check_replace_with_identity",
+    "check_compound_ratio", "check_pareto_front", "check_pick_deployable",
 ]
 
 
@@ -355,4 +356,52 @@ def check_replace_with_identity(replace_with_identity) -> bool:
               "get the parent with model.get_submodule('layer1') and setattr(parent, '1', nn.Identity()).")
     if isinstance(out.layer1[0], nn.Identity) or out(torch.zeros(1, 3, 16, 16)).shape != (1, 10):
         _fail("other blocks changed or the model no longer runs.", "replace only the named block.")
+    return True
+
+
+# ----------------------------------------------------------------------------- 06_pipeline
+
+def check_compound_ratio(compound_ratio) -> bool:
+    """Exercise 06.1: ``compound_ratio(sizes)``: from a list of model sizes along the pipeline (parameters,
+    MACs, ...), the total reduction first / last, which is the product of the per-step ratios."""
+    got = compound_ratio([1000, 500, 100, 80])
+    if abs(got - 12.5) > 1e-9:
+        hint = ("reductions multiply, they do not add: 2x then 5x is 10x, not 7x." if abs(got - (2 + 5 + 1.25)) < 1e-9
+                else "the total is sizes[0] / sizes[-1] (= the product of the step ratios sizes[i] / sizes[i + 1]).")
+        _fail(f"compound_ratio([1000, 500, 100, 80]) returned {got}, expected 12.5.", hint)
+    if compound_ratio([7]) != 1:
+        _fail("a pipeline with one model has a reduction of 1.", "return sizes[0] / sizes[-1].")
+    return True
+
+
+def check_pareto_front(pareto_front) -> bool:
+    """Exercise 06.2: ``pareto_front(points)``: indices of the (cost, accuracy) points that no other point beats
+    (lower or equal cost and higher accuracy), sorted by cost."""
+    pts = [(10, 0.9), (5, 0.8), (6, 0.7), (1, 0.5), (5, 0.85)]
+    got = list(pareto_front(pts))
+    if got != [3, 4, 0]:
+        hint = ("(6, 0.70) is dominated by (5, 0.85): cheaper AND more accurate." if 2 in got else
+                "(5, 0.80) is dominated by (5, 0.85): same cost, less accurate." if 1 in got else
+                "sort by cost, walk from cheap to expensive and keep a point only when its accuracy beats every cheaper one.")
+        _fail(f"pareto_front returned {got} for {pts}, expected [3, 4, 0].", hint)
+    return True
+
+
+def check_pick_deployable(pick_deployable) -> bool:
+    """Exercise 06.3: ``pick_deployable(records, key, budget_ms)``: the name of the most accurate ledger record whose
+    ``latency_ms[key]`` is within the budget, None when none is."""
+    recs = [{"model": "teacher", "accuracy": 0.90, "latency_ms": {"cpu_b64": 9.0}},
+            {"model": "student", "accuracy": 0.84, "latency_ms": {"cpu_b64": 2.5}},
+            {"model": "final", "accuracy": 0.86, "latency_ms": {"cpu_b64": 2.0}},
+            {"model": "tiny", "accuracy": 0.70, "latency_ms": {"cpu_b64": 0.5}},
+            {"model": "gpu_only", "accuracy": 0.99, "latency_ms": {"cuda_b256": 0.1}}]
+    got = pick_deployable(recs, "cpu_b64", 3.0)
+    if got != "final":
+        hint = ("a record without that latency key cannot be judged: skip it." if got == "gpu_only" else
+                "the teacher is over the budget: filter first, then take the most accurate." if got == "teacher" else
+                "among the records within the budget, take the highest accuracy, not the fastest." if got == "tiny" else
+                "filter by latency_ms[key] <= budget_ms, then take the max by accuracy and return its 'model'.")
+        _fail(f"pick_deployable(records, 'cpu_b64', 3.0) returned {got!r}, expected 'final'.", hint)
+    if pick_deployable(recs, "cpu_b64", 0.1) is not None:
+        _fail("with a 0.1 ms budget no model fits.", "return None when nothing is within the budget.")
     return True

@@ -1,7 +1,14 @@
-"""Command line: ``coursekit run`` executes the notebooks with papermill into one run
-dir; ``coursekit report RUN_DIR`` prints the ledger's summary table.
+"""Command line: the course from one command.
 
-Also ``python -m coursekit ...``. ``make course`` calls ``coursekit run``.
+``coursekit run`` executes the notebooks in order with papermill into one run dir (executed
+notebooks, ledger, figures, summary.md), so later chapters reuse the models of earlier ones;
+``--sweep name=v1,v2`` makes one run per value, ``--shard i/n`` splits those runs across machines,
+``--resume`` skips notebooks already executed successfully with the same parameters.
+``coursekit report RUN_DIR`` prints the summary table and writes the Pareto plots.
+``coursekit student`` / ``coursekit slides`` write the student edition and the reveal.js slides.
+
+Also ``python -m coursekit ...``. ``make course`` / ``make student`` / ``make slides`` call it.
+Everything the user typed is checked before the first notebook starts.
 """
 
 from __future__ import annotations
@@ -9,6 +16,8 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime as dt
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,9 +25,10 @@ from pathlib import Path
 from .ledger import ledger_table, read_ledger
 from .session import REPO_ROOT
 
-__all__ = ["main", "list_notebooks", "parse_param"]
+__all__ = ["main", "list_notebooks", "parse_param", "parse_sweep", "parse_shard", "plan_jobs", "read_run_ledgers"]
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+MANIFEST = "executed.json"  # per run dir: notebook stem -> {"params", "source_sha256", "seconds"} of successful runs
 
 
 def list_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -26,20 +36,64 @@ def list_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
     return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
 
 
+def _literal(raw: str):
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
 def parse_param(text: str) -> tuple[str, object]:
-    """``name=value`` -> (name, value), the value read as a Python literal when it is one, else a string."""
+    """``name=value`` -> (name, value), the value read as a Python literal when it is one, else a string
+    (as papermill's ``-p`` does: ``seed=1`` is an int, ``profile=cpu`` a string, ``x=None`` is None)."""
     if "=" not in text or not text.split("=", 1)[0].isidentifier():
         raise ValueError(f"-p: malformed parameter {text!r}; expected name=value, e.g. -p seed=1")
     name, raw = text.split("=", 1)
+    return name, _literal(raw)
+
+
+def parse_sweep(text: str) -> tuple[str, list]:
+    """``name=v1,v2,...`` -> (name, [v1, v2, ...]), each value typed like ``parse_param``'s."""
+    if "=" not in text or not text.split("=", 1)[0].isidentifier():
+        raise ValueError(f"--sweep: malformed {text!r}; expected name=v1,v2,..., e.g. --sweep temperature=2,4,8")
+    name, raw = text.split("=", 1)
+    values = [_literal(v.strip()) for v in raw.split(",")]
+    if not raw.strip() or any(v == "" for v in values):
+        raise ValueError(f"--sweep: {text!r} has an empty value; expected name=v1,v2,...")
+    if len({repr(v) for v in values}) != len(values):
+        raise ValueError(f"--sweep: {text!r} repeats a value")
+    return name, values
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``i/n`` -> (i, n) with 0 <= i < n: this machine runs the jobs whose index j has j % n == i."""
+    if text is None:
+        return 0, 1
     try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
-    return name, value
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard: malformed {text!r}; expected i/n with 0 <= i < n, e.g. --shard 0/2") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard: {text!r} is not allowed; need 0 <= i < n, e.g. 0/2 and 1/2")
+    return i, n
 
 
-def _select(only: list[str] | None) -> list[Path]:
-    books = list_notebooks()
+def plan_jobs(run_dir: Path, params: dict, sweep: tuple[str, list] | None, shard: tuple[int, int]) -> list[tuple[Path, dict]]:
+    """The runs to do on this machine: [(run dir, parameters)]. Without a sweep one run in ``run_dir``;
+    with one, a run per value in ``run_dir/<name>=<value>``, and only those of this shard."""
+    if sweep is None:
+        jobs = [(run_dir, dict(params))]
+    else:
+        name, values = sweep
+        jobs = [(run_dir / f"{name}={v}", {**params, name: v}) for v in values]
+    i, n = shard
+    return [job for j, job in enumerate(jobs) if j % n == i]
+
+
+def _select(only: list[str] | None, directory: Path = NOTEBOOK_DIR) -> list[Path]:
+    books = list_notebooks(Path(directory))
+    if not books:
+        raise ValueError(f"--notebook-dir: no NN_name.ipynb notebooks in {directory}")
     if not only:
         return books
     chosen = []
@@ -51,69 +105,176 @@ def _select(only: list[str] | None) -> list[Path]:
     return [b for b in books if b in chosen]
 
 
-def _check_params(books: list[Path], params: dict) -> None:
+def _check_params(books: list[Path], names) -> None:
+    """Every name must be a parameter of every selected notebook (papermill's notebook inspection)."""
     import papermill as pm
 
     for book in books:
         known = pm.inspect_notebook(str(book))
-        unknown = [k for k in params if k not in known]
+        unknown = [k for k in names if k not in known]
         if unknown:
-            raise ValueError(f"-p: notebook {book.stem} has no parameter(s) {unknown}; it takes: {', '.join(known)}")
+            raise ValueError(f"-p/--sweep: notebook {book.stem} has no parameter(s) {unknown}; it takes: {', '.join(known)}")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest(run_dir: Path) -> dict:
+    path = run_dir / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _remember(run_dir: Path, book: Path, params: dict, seconds: float) -> None:
+    done = _manifest(run_dir)
+    done[book.stem] = {"params": params, "source_sha256": _sha256(book), "seconds": round(seconds, 1)}
+    tmp = run_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(done, indent=1, sort_keys=True, default=str), encoding="utf-8")
+    tmp.replace(run_dir / MANIFEST)
+
+
+def _already_done(run_dir: Path, book: Path, params: dict) -> bool:
+    entry = _manifest(run_dir).get(book.stem)
+    return bool(entry) and entry["params"] == json.loads(json.dumps(params, default=str)) \
+        and entry["source_sha256"] == _sha256(book) and (run_dir / book.name).exists()
+
+
+def _run_one(books: list[Path], run_dir: Path, params: dict, *, resume: bool, kernel: str | None, label: str) -> bool:
+    """Execute ``books`` in order into ``run_dir``. Returns False (after printing where) on the first failure."""
+    import papermill as pm
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params = {**params, "run_dir": str(run_dir)}
+    print(f"{label}run dir: {run_dir}", flush=True)
+    for k, book in enumerate(books, 1):
+        head = f"{label}[{k}/{len(books)} {book.stem}]"
+        if resume and _already_done(run_dir, book, params):
+            print(f"{head} skipped: already executed successfully with the same parameters", flush=True)
+            continue
+        out = run_dir / book.name
+        t0 = time.perf_counter()
+        print(f"{head} running ...", flush=True)
+        try:
+            pm.execute_notebook(str(book), str(out), parameters=params, cwd=str(book.parent),
+                                progress_bar=sys.stderr.isatty(), kernel_name=kernel)
+        except pm.PapermillExecutionError as err:
+            first_line = next((ln for ln in err.source.splitlines() if ln.strip() and not ln.startswith("#")), "")
+            print(f"{head} FAILED after {time.perf_counter() - t0:.0f} s in cell {err.cell_index} "
+                  f"(execution {err.exec_count}: {first_line.strip()[:80]!r})\n  {err.ename}: {err.evalue}\n"
+                  f"  partial output notebook kept at {out}", file=sys.stderr, flush=True)
+            return False
+        seconds = time.perf_counter() - t0
+        _remember(run_dir, book, params, seconds)
+        print(f"{head} done in {seconds:.0f} s -> {out}", flush=True)
+    return True
 
 
 def cmd_run(args) -> int:
-    import papermill as pm
-
-    books = _select(args.only)
+    books = _select(args.only, args.notebook_dir)
     params = dict(parse_param(p) for p in args.param)
     if args.profile:
         params["profile"] = args.profile
-    _check_params(books, params)
+    if "run_dir" in params:
+        raise ValueError("-p run_dir: use --run-dir instead")
+    sweep = parse_sweep(args.sweep) if args.sweep else None
+    if sweep and sweep[0] in params:
+        raise ValueError(f"--sweep {sweep[0]}: the same parameter is also given with -p")
+    shard = parse_shard(args.shard)
+    _check_params(books, list(params) + ([sweep[0]] if sweep else []))
+    if args.resume and not args.run_dir:
+        raise ValueError("--resume needs --run-dir (the run to resume)")
     run_dir = Path(args.run_dir) if args.run_dir else REPO_ROOT / "runs" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    params["run_dir"] = str(run_dir)
-    print(f"run dir: {run_dir}")
-    for book in books:
-        out = run_dir / book.name
-        t0 = time.perf_counter()
-        print(f"[{book.stem}] running ...", flush=True)
-        try:
-            pm.execute_notebook(str(book), str(out), parameters=params, cwd=str(book.parent), progress_bar=False,
-                                kernel_name=args.kernel)
-        except pm.PapermillExecutionError as err:
-            print(f"[{book.stem}] FAILED in cell {err.exec_count} after {time.perf_counter() - t0:.0f} s: "
-                  f"{err.ename}: {err.evalue}\n  partial output kept at {out}", file=sys.stderr)
+    jobs = plan_jobs(run_dir, params, sweep, shard)
+    if not jobs:
+        print(f"shard {args.shard}: no run falls to this shard")
+        return 0
+    t0 = time.perf_counter()
+    for j, (job_dir, job_params) in enumerate(jobs, 1):
+        label = f"(run {j}/{len(jobs)} {job_dir.name}) " if sweep else ""
+        if not _run_one(books, job_dir, job_params, resume=args.resume, kernel=args.kernel, label=label):
             return 1
-        print(f"[{book.stem}] done in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
-    return cmd_report(argparse.Namespace(run_dir=str(run_dir)))
+    print(f"all done in {time.perf_counter() - t0:.0f} s")
+    return cmd_report(argparse.Namespace(run_dir=str(run_dir), plots=True))
+
+
+def read_run_ledgers(run_dir: Path) -> list[dict]:
+    """The newest records of ``run_dir``'s ledger and of every sweep run below it; records of a
+    sweep run carry a "run" key with its folder name (e.g. "temperature=8")."""
+    records = read_ledger(run_dir, latest=True)
+    for sub in sorted(p for p in run_dir.iterdir() if (p / "ledger.jsonl").exists()) if run_dir.is_dir() else []:
+        records += [{**r, "run": sub.name} for r in read_ledger(sub, latest=True)]
+    return records
 
 
 def cmd_report(args) -> int:
     run_dir = Path(args.run_dir)
-    records = read_ledger(run_dir, latest=True)
+    if not run_dir.is_dir():
+        raise ValueError(f"report: {run_dir} is not a folder")
+    records = read_run_ledgers(run_dir)
     if not records:
-        print(f"no ledger records in {run_dir / 'ledger.jsonl'}", file=sys.stderr)
+        print(f"no ledger records in {run_dir / 'ledger.jsonl'} or its sweep runs", file=sys.stderr)
         return 1
     table = ledger_table(records)
-    (run_dir / "summary.md").write_text(f"# Run {run_dir.name}\n\n{table}\n", encoding="utf-8")
+    written = []
+    if getattr(args, "plots", True):
+        from .plots import pareto_plots
+
+        fig = pareto_plots(records)
+        written.append(run_dir / "pareto.png")
+        fig.savefig(written[-1], dpi=110)
+    (run_dir / "summary.md").write_text(f"# Run {run_dir.name}\n\n{table}\n" +
+                                        "".join(f"\n![Pareto plots]({p.name})\n" for p in written), encoding="utf-8")
     print(table)
+    print(f"\nsummary: {run_dir / 'summary.md'}" + "".join(f"\nplots: {p}" for p in written))
+    return 0
+
+
+def cmd_student(args) -> int:
+    from .editions import write_student_editions
+
+    books = _select(args.only, args.notebook_dir)
+    for path in write_student_editions(books, Path(args.out), force=args.force):
+        print(f"student edition: {path}")
+    return 0
+
+
+def cmd_slides(args) -> int:
+    from .editions import build_slides
+
+    for path in build_slides(_select(args.only, args.notebook_dir), Path(args.out)):
+        print(f"slides: {path}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="coursekit", description=__doc__)
+    parser = argparse.ArgumentParser(prog="coursekit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the notebooks with papermill into one run dir")
     run.add_argument("--profile", choices=["smoke", "cpu", "gpu", "auto"], help="profile passed to every notebook")
     run.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="notebook stems or prefixes, e.g. 00 or 00_baseline")
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="a notebook parameter")
+    run.add_argument("--sweep", metavar="NAME=V1,V2,...", help="one run per value, in RUN_DIR/NAME=VALUE, side by side in the summary")
     run.add_argument("--run-dir", help="default: runs/<timestamp>")
+    run.add_argument("--resume", action="store_true", help="skip notebooks already executed successfully with the same parameters")
+    run.add_argument("--shard", metavar="I/N", help="run only the sweep runs j with j %% N == I (0 <= I < N)")
     run.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's, in this environment)")
     run.set_defaults(func=cmd_run)
-    rep = sub.add_parser("report", help="print the summary table of a run dir's ledger")
+    rep = sub.add_parser("report", help="print the summary table of a run dir's ledger and write the Pareto plots")
     rep.add_argument("run_dir")
+    rep.add_argument("--no-plots", dest="plots", action="store_false")
     rep.set_defaults(func=cmd_report)
+    stu = sub.add_parser("student", help="write the student edition (solutions replaced by stubs)")
+    stu.add_argument("--out", default=str(REPO_ROOT / "student"))
+    stu.add_argument("--only", nargs="+", metavar="NOTEBOOK")
+    stu.add_argument("--force", action="store_true", help="overwrite existing student notebooks")
+    stu.set_defaults(func=cmd_student)
+    sli = sub.add_parser("slides", help="build reveal.js slides of the notebooks")
+    sli.add_argument("--out", default=str(REPO_ROOT / "slides"))
+    sli.add_argument("--only", nargs="+", metavar="NOTEBOOK")
+    sli.set_defaults(func=cmd_slides)
+    for p in (run, stu, sli):
+        p.add_argument("--notebook-dir", default=str(NOTEBOOK_DIR), help="where the NN_name.ipynb notebooks are")
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["LEDGER_FIELDS", "validate_record", "append_record", "read_ledger", "ledger_table"]
+__all__ = ["LEDGER_FIELDS", "validate_record", "append_record", "read_ledger", "ledger_table", "relative_table", "headline"]
 
 LEDGER_FIELDS: dict[str, type | tuple] = {
     "notebook": str,
@@ -84,11 +84,14 @@ def _fmt_int(n: int) -> str:
 
 
 def ledger_table(records: list[dict]) -> str:
-    """A markdown table: notebook, stage, model, accuracy, params, MACs, sizes and every latency key."""
+    """A markdown table: notebook, stage, model, accuracy, params, MACs, sizes and every latency key
+    (led by a "run" column when records carry one, as the sweep runs of ``coursekit report`` do)."""
     lat_keys = sorted({k for r in records for k in r.get("latency_ms", {})},
                       key=lambda k: (k.split("_b")[0], int(k.split("_b")[1]) if "_b" in k and k.split("_b")[1].isdigit() else 0))
     head = ["notebook", "stage", "model", "profile", "seed", "test acc", "params", "nonzero", "MACs",
             "size", "gzip"] + [f"{k} ms" for k in lat_keys]
+    with_run = any("run" in r for r in records)
+    head = ["run"] * with_run + head
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         acc = "" if r.get("accuracy") is None else f"{100 * r['accuracy']:.2f}%"
@@ -96,5 +99,46 @@ def ledger_table(records: list[dict]) -> str:
                _fmt_int(r["nonzero_params"]), _fmt_int(r["macs"]), f"{r['size_bytes'] / 1e6:.2f} MB",
                f"{r['size_gzip_bytes'] / 1e6:.2f} MB"]
         row += [f"{r['latency_ms'][k]:.2f}" if k in r["latency_ms"] else "" for k in lat_keys]
+        row = [str(r.get("run", ""))] * with_run + row
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def _latency_keys(records: list[dict]) -> list[str]:
+    keys = {k for r in records for k in r.get("latency_ms", {})}
+    return sorted(keys, key=lambda k: (k.split("_b")[0], int(k.split("_b")[1]) if k.split("_b")[-1].isdigit() else 0))
+
+
+def relative_table(records: list[dict], reference: dict) -> str:
+    """A markdown table of ``records`` measured against ``reference`` (one of them, e.g. the teacher):
+    stage, model, test accuracy and its difference in points, parameters, MACs, gzip size and every
+    latency, each with "x" = reference / model (how many times fewer or faster). Used by 06_pipeline."""
+    lat = _latency_keys(records)
+    head = ["stage", "model", "test acc", "Δ points", "params", "x", "MACs", "x", "gzip", "x"]
+    head += [h for k in lat for h in (f"{k} ms", "x")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def ratio(a, b):
+        return f"{a / b:.1f}x" if a and b else ""
+
+    for r in records:
+        acc, ref_acc = r.get("accuracy"), reference.get("accuracy")
+        row = [r["stage"], r["model"], "" if acc is None else f"{100 * acc:.2f}%",
+               "" if acc is None or ref_acc is None else f"{100 * (acc - ref_acc):+.2f}",
+               _fmt_int(r["params"]), ratio(reference["params"], r["params"]), _fmt_int(r["macs"]),
+               ratio(reference["macs"], r["macs"]), f"{r['size_gzip_bytes'] / 1e3:.1f} kB",
+               ratio(reference["size_gzip_bytes"], r["size_gzip_bytes"])]
+        for k in lat:
+            v, ref = r["latency_ms"].get(k), reference["latency_ms"].get(k)
+            row += ["" if v is None else f"{v:.2f}", ratio(ref, v) if v is not None and ref is not None else ""]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def headline(reference: dict, final: dict, latency_key: str) -> str:
+    """"N times fewer parameters, M times faster on <latency_key>, accuracy down x points", from two records."""
+    change = 100 * (final["accuracy"] - reference["accuracy"])
+    return (f"{reference['params'] / final['params']:.1f} times fewer parameters, "
+            f"{reference['latency_ms'][latency_key] / final['latency_ms'][latency_key]:.1f} times faster at {latency_key}, "
+            f"accuracy {'down' if change < 0 else 'up'} {abs(change):.2f} points "
+            f"({100 * reference['accuracy']:.2f}% -> {100 * final['accuracy']:.2f}%)")

@@ -13,6 +13,7 @@ import copy
 import gzip
 import io
 import logging
+import statistics
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ __all__ = [
     "count_macs",
     "state_dict_bytes",
     "measure_latency",
+    "compare_latency",
     "model_record",
 ]
 
@@ -106,6 +108,26 @@ def measure_latency(model: nn.Module, batch_size: int, *, device: torch.device |
         "batch_size": batch_size,
         "device": device.type,
     }
+
+
+def compare_latency(models: dict[str, nn.Module], batch_sizes, *, device: torch.device | str = "cpu", rounds: int = 3,
+                    input_size=(3, 32, 32), threads: int | None = None, min_run_time: float = 0.3) -> dict[str, dict]:
+    """Latency of several models measured side by side: ``rounds`` interleaved rounds (A, B, C, A, B, C, ...)
+    of ``measure_latency``, so that drift of the machine (clock, other load) hits every model alike.
+
+    Returns {name: {f"{device}_b{b}": {"median_ms": median over the rounds' medians, "min_ms", "max_ms"}}}.
+    """
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds: {rounds!r} is not allowed; use an integer >= 1")
+    dev = torch.device(device).type
+    seen = {name: {f"{dev}_b{b}": [] for b in batch_sizes} for name in models}
+    for _ in range(rounds):
+        for b in batch_sizes:
+            for name, m in models.items():
+                r = measure_latency(m, b, device=device, input_size=input_size, threads=threads, min_run_time=min_run_time)
+                seen[name][f"{dev}_b{b}"].append(r["median_ms"])
+    return {name: {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)} for k, v in keys.items()}
+            for name, keys in seen.items()}
 
 
 def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accuracy: float | None,

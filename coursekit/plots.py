@@ -1,6 +1,7 @@
-"""Plots shared by the chapters: training curves and a grid of dataset images.
+"""Plots shared by the chapters: training curves, a grid of dataset images, and the Pareto plots of a run
+(accuracy against cost for every model in the ledger).
 
-Introduced in notebooks/00_baseline.ipynb.
+Introduced in notebooks/00_baseline.ipynb; the Pareto plots in notebooks/06_pipeline.ipynb and ``coursekit report``.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import torch
 
-__all__ = ["plot_history", "show_images"]
+__all__ = ["plot_history", "show_images", "pareto_front", "pareto_plots"]
 
 
 def plot_history(history: dict, title: str = "", ax=None):
@@ -39,5 +40,52 @@ def show_images(x: torch.Tensor, y: torch.Tensor, classes: list[str], n: int = 1
         if i < n:
             ax.imshow(x[i].permute(1, 2, 0).cpu().numpy())
             ax.set_title(classes[int(y[i])], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points (cost, accuracy) that no other point beats on both: lower or equal cost and
+    higher or equal accuracy, better on one. Sorted by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _latency_key(records: list[dict]) -> str | None:
+    keys = {k for r in records for k in r.get("latency_ms", {}) if k.startswith("cpu_b")}
+    return max(keys, key=lambda k: int(k.split("_b")[1]) if k.split("_b")[1].isdigit() else 0, default=None)
+
+
+def pareto_plots(records: list[dict], highlight: list[str] | None = None, front_of: list[dict] | None = None):
+    """Test accuracy against MACs, CPU latency (the largest ``cpu_b*`` batch) and gzip size, one point per
+    ledger record with an accuracy, coloured by notebook, the Pareto front drawn as a step line.
+    ``highlight``: model names to label; ``front_of``: the records the front is computed over (default all;
+    records of different tasks should not share one front). Returns the figure (log-scale costs)."""
+    recs = [r for r in records if r.get("accuracy") is not None]
+    front_ids = {id(r) for r in (recs if front_of is None else front_of)}
+    lat = _latency_key(recs)
+    costs = [("MACs per image", lambda r: r["macs"]), ("size, gzip (bytes)", lambda r: r["size_gzip_bytes"])]
+    if lat:
+        costs.insert(1, (f"CPU latency {lat.replace('cpu_', '')} (ms)", lambda r: r["latency_ms"].get(lat)))
+    fig, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4), squeeze=False)
+    books = sorted({r["notebook"] for r in recs})
+    for ax, (label, cost) in zip(axes[0], costs):
+        pts = [(cost(r), r["accuracy"], r) for r in recs if cost(r)]
+        for k, book in enumerate(books):
+            mine = [(c, a) for c, a, r in pts if r["notebook"] == book]
+            ax.scatter([c for c, _ in mine], [a for _, a in mine], s=18, color=f"C{k}", label=book, alpha=0.8)
+        candidates = [p for p in pts if id(p[2]) in front_ids]
+        front = [candidates[i] for i in pareto_front([(c, a) for c, a, _ in candidates])]
+        ax.step([c for c, _, _ in front], [a for _, a, _ in front], where="post", color="k", lw=0.8, label="Pareto front")
+        for c, a, r in pts:
+            if highlight and r["model"] in highlight:
+                ax.annotate(r["model"], (c, a), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set(xscale="log", xlabel=label, ylabel="test accuracy")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -70,6 +70,13 @@ PROFILES: dict[str, dict] = {
         "trim_model": {"name": "resnet_cifar", "blocks": [2, 1, 1], "width": 8, "stem_pool": True},
         "trim_blocks_to_remove": 1,
         "trim_recovery_epochs": 1,
+        # 06_pipeline: teacher = source model fine-tuned on the target classes; student distilled, pruned, trimmed
+        "pipeline_teacher_epochs": 1,
+        "pipeline_student_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8, "stem_pool": True},
+        "pipeline_kd_epochs": 1,
+        "pipeline_channel_ratio": 0.5,
+        "pipeline_blocks_to_remove": 1,
+        "pipeline_recovery_epochs": 1,
         "amp": "auto",
         "channels_last": True,
     },
@@ -121,6 +128,13 @@ PROFILES: dict[str, dict] = {
         "trim_model": {"name": "resnet_cifar", "blocks": [2, 2, 2], "width": 16, "stem_pool": True},
         "trim_blocks_to_remove": 2,
         "trim_recovery_epochs": 1,
+        # 06_pipeline: teacher = source model fine-tuned on the target classes; student distilled, pruned, trimmed
+        "pipeline_teacher_epochs": 3,
+        "pipeline_student_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 16, "stem_pool": True},
+        "pipeline_kd_epochs": 8,
+        "pipeline_channel_ratio": 0.6,
+        "pipeline_blocks_to_remove": 1,
+        "pipeline_recovery_epochs": 3,
         "amp": "auto",
         "channels_last": True,
     },
@@ -172,6 +186,13 @@ PROFILES: dict[str, dict] = {
         "trim_model": {"name": "resnet_cifar", "blocks": [3, 3, 3], "width": 32, "stem_pool": False},
         "trim_blocks_to_remove": 3,
         "trim_recovery_epochs": 8,
+        # 06_pipeline: teacher = source model fine-tuned on the target classes; student distilled, pruned, trimmed
+        "pipeline_teacher_epochs": 15,
+        "pipeline_student_model": {"name": "resnet_cifar", "blocks": [2, 2, 2], "width": 32, "stem_pool": False},
+        "pipeline_kd_epochs": 30,
+        "pipeline_channel_ratio": 0.5,
+        "pipeline_blocks_to_remove": 2,
+        "pipeline_recovery_epochs": 10,
         "amp": "auto",
         "channels_last": True,
     },
@@ -236,8 +257,9 @@ def resolve_profile(profile: str = "auto", **overrides) -> Profile:
 
 _POSITIVE_INTS = ("epochs", "batch_size", "source_epochs", "transfer_steps", "transfer_batch_size", "transfer_seeds",
                   "kd_epochs", "kd_seeds", "imagenet_steps", "prune_finetune_epochs", "prune_seeds",
-                  "channel_finetune_epochs", "trim_recovery_epochs")
-_FRACTIONS = ("val_fraction", "label_smoothing", "channel_ratio")
+                  "channel_finetune_epochs", "trim_recovery_epochs", "pipeline_teacher_epochs", "pipeline_kd_epochs",
+                  "pipeline_recovery_epochs")
+_FRACTIONS = ("val_fraction", "label_smoothing", "channel_ratio", "pipeline_channel_ratio")
 _POSITIVE_NUMBERS = ("lr", "finetune_lr_factor")
 _FRACTION_LISTS = ("prune_sweep", "prune_finetune_sparsities", "sensitivity_amounts", "channel_sensitivity_ratios")
 
@@ -256,8 +278,10 @@ def _check_settings(settings: dict) -> None:
         v = settings[key]
         if not isinstance(v, (list, tuple)) or not v or not all(isinstance(a, (int, float)) and 0 <= a < 1 for a in v):
             raise ValueError(f"{key}: {v!r} is not allowed; use a non-empty list of numbers in [0, 1)")
-    if not isinstance(settings["trim_blocks_to_remove"], int) or settings["trim_blocks_to_remove"] < 0:
-        raise ValueError(f"blocks_to_remove: {settings['trim_blocks_to_remove']!r} is not allowed; use an integer >= 0")
+    for key in ("trim_blocks_to_remove", "pipeline_blocks_to_remove"):
+        v = settings[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"blocks_to_remove: {v!r} is not allowed; use an integer >= 0")
     for key in _POSITIVE_NUMBERS:
         if not isinstance(settings[key], (int, float)) or isinstance(settings[key], bool) or not settings[key] > 0:
             raise ValueError(f"{key}: {settings[key]!r} is not allowed; use a positive number")

@@ -141,6 +141,28 @@ class Session:
         call this to get their teacher / the model they compress, trained once per run dir."""
         return self.trained_model("base", self.profile.base_model, splits, progress=progress)
 
+    def source_model(self, source_classes, progress: bool = True):
+        """The source model of 01_transfer_learning: the base architecture trained with the profile's recipe
+        for ``source_epochs`` on all training images of ``source_classes`` (CIFAR-10 class names). Reused from
+        the run dir when 01 (or an earlier call) trained it with the same config, else trained and saved.
+
+        Returns (model in eval mode, info, reused flag, the source DataSplits).
+        """
+        P = self.profile
+        source_data = self.load_data(dataset="cifar10", classes=list(source_classes))
+        spec = {**P.base_model, "num_classes": len(source_classes)}
+        config = {"spec": spec, "classes": list(source_classes), "seed": self.seed, "epochs": P.source_epochs,
+                  "batch_size": P.batch_size, "lr": P.lr, "weight_decay": P.weight_decay,
+                  "label_smoothing": P.label_smoothing, "crop_pad": P.crop_pad, "n_train": len(source_data.train_y)}
+
+        def train():
+            torch.manual_seed(self.seed)
+            model = model_from_spec(spec).to(self.device)
+            return model, {"history": self.fit_profile(model, source_data, P.source_epochs, progress=progress)}
+
+        model, info, reused = train_or_load(self.run_dir, "source", config, train, device=self.device)
+        return model, info, reused, source_data
+
     def record(self, model, *, stage: str, name: str, accuracy: float | None, extra: dict | None = None,
                input_size=(3, 32, 32), seed: int | None = None) -> dict:
         """Measure ``model`` (params, MACs, size, latency) and append its record to the run ledger.

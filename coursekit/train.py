@@ -165,8 +165,11 @@ def fit(
 
     writer = None
     if log_dir is not None:
-        from torch.utils.tensorboard import SummaryWriter  # optional extra: tensorboard
-
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # optional extra: tensorboard
+        except ImportError as err:
+            raise ImportError("log_dir: logging to TensorBoard needs the optional extra; "
+                              "pip install -e \".[tensorboard]\" (or leave log_dir=None)") from err
         writer = SummaryWriter(str(log_dir))
     from tqdm.auto import tqdm
 

@@ -141,3 +141,24 @@ def test_trimming_checks_pass_on_the_library_and_fail_on_classic_mistakes():
         checks.check_blocks_to_drop(lambda s, k, allowed: sorted(s, key=lambda n: s[n])[:k])
     with pytest.raises(AssertionError, match="Identity"):
         checks.check_replace_with_identity(lambda model, name: model)
+
+
+def test_pipeline_checks_pass_on_correct_answers_and_fail_on_classic_mistakes():
+    from coursekit.plots import pareto_front
+
+    assert checks.check_compound_ratio(lambda sizes: sizes[0] / sizes[-1])
+    assert checks.check_pareto_front(pareto_front)
+
+    def pick(records, key, budget):
+        ok = [r for r in records if key in r["latency_ms"] and r["latency_ms"][key] <= budget]
+        return max(ok, key=lambda r: r["accuracy"])["model"] if ok else None
+
+    assert checks.check_pick_deployable(pick)
+    with pytest.raises(AssertionError, match="multiply"):
+        checks.check_compound_ratio(lambda sizes: sum(a / b for a, b in zip(sizes, sizes[1:])))
+    with pytest.raises(AssertionError, match="dominated"):
+        checks.check_pareto_front(lambda pts: sorted(range(len(pts)), key=lambda i: pts[i][0]))
+    with pytest.raises(AssertionError, match="not the fastest"):
+        checks.check_pick_deployable(lambda recs, key, budget: "tiny")
+    with pytest.raises(AssertionError, match="skip it"):
+        checks.check_pick_deployable(lambda recs, key, budget: max(recs, key=lambda r: r["accuracy"])["model"])

@@ -29,3 +29,121 @@ def test_report_on_empty_run_dir(tmp_path, capsys):
 def test_notebooks_are_listed_in_course_order():
     names = [p.stem for p in cli.list_notebooks()]
     assert names == sorted(names) and names[0] == "00_baseline"
+
+
+# ----------------------------------------------------------------------------- the runner end to end, on tiny notebooks
+# Each tiny notebook takes the common parameters, appends one ledger record per run (through coursekit's
+# ledger, no training) and counts its executions in the run dir, so the test can see what ran.
+
+import json  # noqa: E402
+
+import nbformat  # noqa: E402
+
+from coursekit.ledger import read_ledger  # noqa: E402
+
+TINY_BODY = """
+from pathlib import Path
+from coursekit.ledger import append_record
+rd = Path(run_dir)
+count = rd / "{stem}.count"
+count.write_text(str(int(count.read_text()) + 1 if count.exists() else 1))
+{fail}
+append_record(rd, {{"notebook": "{stem}", "stage": "tiny", "model": "m", "dataset": dataset, "profile": profile,
+                   "device": "cpu", "seed": seed, "accuracy": 0.5 + 0.01 * temperature, "params": 10, "nonzero_params": 10,
+                   "macs": int(100 * temperature), "size_bytes": 40, "size_gzip_bytes": 30, "latency_ms": {{"cpu_b64": 1.0 * temperature}},
+                   "extra": {{}}}})
+"""
+
+
+def _tiny_course(tmp_path, fail_in=None):
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    for stem in ("00_first", "01_second"):
+        nb = nbformat.v4.new_notebook()
+        params = nbformat.v4.new_code_cell('profile = "auto"\nseed = 0\ndata_dir = None\nrun_dir = "runs/latest"\n'
+                                           'dataset = "cifar10"\ntemperature = 4.0')
+        params.metadata["tags"] = ["parameters"]
+        fail = 'raise RuntimeError("broken on purpose")' if stem == fail_in else ""
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {stem}"), params,
+                    nbformat.v4.new_code_cell(TINY_BODY.format(stem=stem, fail=fail))]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, d / f"{stem}.ipynb")
+    return d
+
+
+def _count(run_dir, stem):
+    p = run_dir / f"{stem}.count"
+    return int(p.read_text()) if p.exists() else 0
+
+
+@pytest.mark.notebook
+def test_runner_sweep_resume_and_report(tmp_path, capsys):
+    books, run = _tiny_course(tmp_path), tmp_path / "run"
+    args = ["run", "--notebook-dir", str(books), "--profile", "smoke", "-p", "seed=3", "--sweep", "temperature=2,8",
+            "--run-dir", str(run)]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "(run 1/2 temperature=2) [1/2 00_first] done" in out and "(run 2/2 temperature=8) [2/2 01_second] done" in out
+    for value in (2, 8):
+        sub = run / f"temperature={value}"
+        recs = read_ledger(sub)
+        assert {r["notebook"] for r in recs} == {"00_first", "01_second"}
+        assert all(r["macs"] == 100 * value and r["seed"] == 3 and r["profile"] == "smoke" for r in recs)
+        assert (sub / "00_first.ipynb").exists() and _count(sub, "00_first") == 1
+    summary = (run / "summary.md").read_text()
+    assert "| run |" in summary and "temperature=2" in summary and "temperature=8" in summary
+    assert (run / "pareto.png").stat().st_size > 1000
+
+    # resume: the finished notebooks are skipped; a changed parameter runs again
+    assert cli.main(args + ["--resume"]) == 0
+    assert "skipped: already executed successfully" in capsys.readouterr().out
+    assert _count(run / "temperature=2", "00_first") == 1
+    assert cli.main(["run", "--notebook-dir", str(books), "--profile", "smoke", "-p", "seed=4", "--only", "00",
+                     "--run-dir", str(run / "temperature=2"), "-p", "temperature=2", "--resume"]) == 0
+    assert _count(run / "temperature=2", "00_first") == 2
+
+
+@pytest.mark.notebook
+def test_runner_shards_split_a_sweep(tmp_path, capsys):
+    books, run = _tiny_course(tmp_path), tmp_path / "run"
+    base = ["run", "--notebook-dir", str(books), "--only", "00", "--profile", "smoke", "--sweep", "seed=1,2,3",
+            "--run-dir", str(run)]
+    assert cli.main(base + ["--shard", "1/2"]) == 0
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["seed=2"]
+    assert cli.main(base + ["--shard", "0/2"]) == 0
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["seed=1", "seed=2", "seed=3"]
+
+
+@pytest.mark.notebook
+def test_runner_reports_the_failing_notebook_and_cell_and_keeps_the_output(tmp_path, capsys):
+    books, run = _tiny_course(tmp_path, fail_in="01_second"), tmp_path / "run"
+    assert cli.main(["run", "--notebook-dir", str(books), "--profile", "smoke", "--run-dir", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "[2/2 01_second] FAILED" in err and "in cell 3" in err and "RuntimeError: broken on purpose" in err
+    assert (run / "01_second.ipynb").exists(), "partial output kept for inspection"
+    assert json.loads((run / cli.MANIFEST).read_text()).keys() == {"00_first"}, "only the successful notebook is recorded"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--sweep", "temperature"], "--sweep: malformed"),
+    (["--sweep", "temperature=1,,2"], "empty value"),
+    (["--sweep", "nope=1,2"], "has no parameter(s) ['nope']"),
+    (["--shard", "2/2"], "--shard: '2/2' is not allowed"),
+    (["--shard", "a/b"], "--shard: malformed"),
+    (["-p", "seed"], "-p: malformed parameter"),
+    (["-p", "run_dir=x"], "use --run-dir"),
+    (["--resume"], "--resume needs --run-dir"),
+])
+def test_bad_runner_arguments_are_refused_before_anything_runs(tmp_path, capsys, args, message):
+    books = _tiny_course(tmp_path)
+    assert cli.main(["run", "--notebook-dir", str(books), "--run-dir", str(tmp_path / "run"), *args]
+                    if "--resume" not in args else ["run", "--notebook-dir", str(books), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from coursekit.plots import pareto_front
+
+    pts = [(10, 0.9), (5, 0.8), (6, 0.7), (1, 0.5), (5, 0.85)]
+    assert pareto_front(pts) == [3, 4, 0]

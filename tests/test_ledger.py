@@ -58,3 +58,23 @@ def test_latest_keeps_the_newest_record_of_a_rerun(tmp_path):
     append_record(tmp_path, _rec(accuracy=0.7))
     assert [r["accuracy"] for r in read_ledger(tmp_path)] == [0.5, 0.8, 0.7]
     assert [(r["model"], r["accuracy"]) for r in read_ledger(tmp_path, latest=True)] == [("small", 0.8), ("base", 0.7)]
+
+
+def _row(model, acc, params, macs, gzip, lat):
+    return {"stage": "s", "model": model, "accuracy": acc, "params": params, "macs": macs, "size_gzip_bytes": gzip,
+            "latency_ms": lat}
+
+
+def test_relative_table_and_headline_against_a_reference():
+    from coursekit.ledger import headline, relative_table
+
+    teacher = _row("teacher", 0.90, 100_000, 8_000_000, 400_000, {"cpu_b64": 8.0})
+    final = _row("final", 0.87, 10_000, 1_000_000, 40_000, {"cpu_b64": 2.0})
+    base = _row("base", None, 100_000, 8_000_000, 400_000, {})
+    table = relative_table([base, teacher, final], teacher)
+    lines = table.splitlines()
+    assert lines[0].startswith("| stage | model | test acc | Δ points | params | x |")
+    assert "| final | 87.00% | -3.00 | 10.00k | 10.0x | 1.00M | 8.0x | 40.0 kB | 10.0x | 2.00 | 4.0x |" in lines[4]
+    assert "| base |  |  |" in lines[2], "no accuracy, no difference, no latency: blank cells"
+    assert headline(teacher, final, "cpu_b64") == ("10.0 times fewer parameters, 4.0 times faster at cpu_b64, accuracy down "
+                                                   "3.00 points (90.00% -> 87.00%)")

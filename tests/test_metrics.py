@@ -59,3 +59,20 @@ def test_model_record_is_ledger_ready():
     validate_record(rec)
     assert rec["macs"] == count_macs(m) and rec["params"] == count_params(m)
     assert set(rec["latency_ms"]) == {"cpu_b1", "cpu_b2"} and rec["seed"] == 3 and rec["extra"] == {"epochs": 1}
+
+
+def test_compare_latency_interleaves_rounds_and_ranks_a_bigger_model_slower():
+    from torch import nn
+
+    from coursekit.metrics import compare_latency
+
+    small = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    big = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1))
+    out = compare_latency({"small": small, "big": big}, [1, 4], rounds=2, min_run_time=0.01, input_size=(3, 16, 16))
+    assert set(out) == {"small", "big"} and set(out["big"]) == {"cpu_b1", "cpu_b4"}
+    for row in out.values():
+        for r in row.values():
+            assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+    assert out["big"]["cpu_b4"]["median_ms"] > out["small"]["cpu_b4"]["median_ms"]
+    with pytest.raises(ValueError, match="rounds"):
+        compare_latency({"small": small}, [1], rounds=0)

@@ -142,3 +142,49 @@ def test_channels_last_is_skipped_for_tiny_convs_on_cpu():
     model = ResNetCifar((1, 1, 1), 4, 2)
     fit(model, _toy_batches(batch_size=16, channels_last=True), epochs=1, lr=0.05, amp="off", progress=False)
     assert model.layer2[0].shortcut[0].weight.is_contiguous(), "trained in NCHW"
+
+
+def _tiny_batches():
+    from coursekit.data import Batches
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 255, (32, 3, 8, 8), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 2, (32,), generator=g)
+    return Batches(x, y, torch.full((3,), 0.5), torch.full((3,), 0.25), 16)
+
+
+def test_fit_logs_scalars_per_epoch_to_tensorboard(tmp_path, monkeypatch):
+    """With a log dir, every epoch's loss, accuracy and lr go to a SummaryWriter (faked here: the extra is optional)."""
+    import sys
+    import types
+
+    from coursekit.models import ResNetCifar
+    from coursekit.train import fit
+
+    written = []
+
+    class FakeWriter:
+        def __init__(self, log_dir):
+            written.append(("open", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, step))
+
+        def close(self):
+            written.append(("close", None))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    fit(ResNetCifar((1, 1, 1), 4, num_classes=2), _tiny_batches(), epochs=2, lr=0.1, log_dir=tmp_path / "tb", progress=False)
+    assert written[0] == ("open", str(tmp_path / "tb")) and written[-1] == ("close", None)
+    assert {(t, s) for t, s in written[1:-1]} == {(t, s) for t in ("train_loss", "train_acc", "lr") for s in (1, 2)}
+
+
+def test_fit_without_the_tensorboard_extra_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    from coursekit.models import ResNetCifar
+    from coursekit.train import fit
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails, as without the extra
+    with pytest.raises(ImportError, match=r"pip install -e \"\.\[tensorboard\]\""):
+        fit(ResNetCifar((1, 1, 1), 4, num_classes=2), _tiny_batches(), epochs=1, lr=0.1, log_dir=tmp_path, progress=False)
