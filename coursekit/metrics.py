@@ -133,16 +133,18 @@ def compare_latency(models: dict[str, nn.Module], batch_sizes, *, device: torch.
 def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accuracy: float | None,
                  dataset: str, profile: str, device: torch.device | str, seed: int,
                  latency_batch_sizes=(1, 64), input_size=(3, 32, 32), min_run_time: float = 0.3,
-                 extra: dict | None = None) -> dict:
+                 extra: dict | None = None, latency_ms: dict | None = None) -> dict:
     """One ledger-ready record (the fields of COURSE_DESIGN's run ledger) for ``model``.
 
     Latency is measured on the CPU for every batch size in ``latency_batch_sizes``
-    and, when ``device`` is CUDA, on the GPU as well (keys "cpu_b1", "cuda_b256", ...).
+    and, when ``device`` is CUDA, on the GPU as well (keys "cpu_b1", "cuda_b256", ...),
+    unless ``latency_ms`` gives those numbers already (``Session.record_all`` measures
+    several models side by side with ``compare_latency``).
     """
     device = torch.device(device)
     sizes = state_dict_bytes(model)
-    latency = {}
-    for b in latency_batch_sizes:
+    latency = dict(latency_ms or {})
+    for b in latency_batch_sizes if latency_ms is None else ():
         if b <= 64 or device.type == "cpu":
             latency[f"cpu_b{b}"] = round(measure_latency(model, b, device="cpu", input_size=input_size,
                                                          min_run_time=min_run_time)["median_ms"], 4)

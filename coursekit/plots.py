@@ -74,7 +74,7 @@ def pareto_plots(records: list[dict], highlight: list[str] | None = None, front_
         costs.insert(1, (f"CPU latency {lat.replace('cpu_', '')} (ms)", lambda r: r["latency_ms"].get(lat)))
     fig, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4), squeeze=False)
     books = sorted({r["notebook"] for r in recs})
-    for ax, (label, cost) in zip(axes[0], costs):
+    for ax, (label, cost) in zip(axes[0], costs, strict=True):
         pts = [(cost(r), r["accuracy"], r) for r in recs if cost(r)]
         for k, book in enumerate(books):
             mine = [(c, a) for c, a, r in pts if r["notebook"] == book]

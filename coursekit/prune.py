@@ -86,7 +86,8 @@ def _resolve_layers(model: nn.Module, layers) -> dict[str, nn.Module]:
     modules = dict(model.named_modules())
     unknown = [n for n in layers if n not in modules]
     if unknown:
-        raise ValueError(f"layers: the model has no layer(s) {unknown}; prunable: {', '.join(prunable_layers(model, keep_first_and_last=False))}")
+        prunable = ", ".join(prunable_layers(model, keep_first_and_last=False))
+        raise ValueError(f"layers: the model has no layer(s) {unknown}; prunable: {prunable}")
     return {n: modules[n] for n in layers}
 
 
@@ -375,7 +376,8 @@ def channel_groups(model: nn.Module, scope: str = "inner") -> dict[str, ChannelG
                 inner[f"{sname}.{i}"] = ChannelGroup(f"{sname}.{i}", "inner", [(block.conv1, block.bn1)], [block.conv2])
     stream.consumers.append(model.fc)
     streams.append(stream)
-    groups = {**inner, **{g.name: g for g in streams}} if scope == "all" else inner if scope == "inner" else {g.name: g for g in streams}
+    stream_groups = {g.name: g for g in streams}
+    groups = {**inner, **stream_groups} if scope == "all" else inner if scope == "inner" else stream_groups
     return groups
 
 
@@ -432,7 +434,7 @@ def channels_to_keep(n: int, ratio: float, round_to: int = 8, group: str = "laye
 
 
 def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    for name, m in model.named_modules():
+    for m in model.modules():
         for child_name, child in m.named_children():
             if child is old:
                 setattr(m, child_name, new)
@@ -485,6 +487,6 @@ def ratios_from_sensitivity(scan: dict[str, list[float]], amounts, baseline: flo
     sensitive groups are pruned less (Li et al. 2017, section 3.4)."""
     plan = {}
     for name, scores in scan.items():
-        ok = [a for a, s in zip(amounts, scores) if baseline - s <= max_drop + 1e-9]
+        ok = [a for a, s in zip(amounts, scores, strict=True) if baseline - s <= max_drop + 1e-9]
         plan[name] = max(ok, default=0.0)
     return plan

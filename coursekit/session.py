@@ -163,8 +163,29 @@ class Session:
         model, info, reused = train_or_load(self.run_dir, "source", config, train, device=self.device)
         return model, info, reused, source_data
 
+    def record_all(self, entries: list[dict], input_size=(3, 32, 32), rounds: int = 3) -> dict[str, dict]:
+        """Record several models whose latencies will be compared: ``entries`` are dicts with the keyword
+        arguments of ``record`` (model, stage, name, accuracy, extra, seed). Their latencies are measured side
+        by side in ``rounds`` interleaved rounds (``metrics.compare_latency``), so that drift of the machine
+        between the measurements does not masquerade as a speedup. Returns {name: record}."""
+        from .metrics import compare_latency
+
+        P = self.profile
+        models = {e["name"]: e["model"] for e in entries}
+        if len(models) != len(entries):
+            raise ValueError(f"record_all: model names must be unique, got {[e['name'] for e in entries]}")
+        latency = {n: {} for n in models}
+        cpu_sizes = [b for b in P.latency_batch_sizes if b <= 64 or self.device.type == "cpu"]
+        for dev, sizes in (("cpu", cpu_sizes), ("cuda", P.latency_batch_sizes if self.device.type == "cuda" else [])):
+            if sizes:
+                measured = compare_latency(models, sizes, device=self.device if dev == "cuda" else "cpu", rounds=rounds,
+                                           input_size=input_size, min_run_time=P.latency_min_time)
+                for n, row in measured.items():
+                    latency[n].update({k: round(r["median_ms"], 4) for k, r in row.items()})
+        return {e["name"]: self.record(**e, input_size=input_size, latency_ms=latency[e["name"]]) for e in entries}
+
     def record(self, model, *, stage: str, name: str, accuracy: float | None, extra: dict | None = None,
-               input_size=(3, 32, 32), seed: int | None = None) -> dict:
+               input_size=(3, 32, 32), seed: int | None = None, latency_ms: dict | None = None) -> dict:
         """Measure ``model`` (params, MACs, size, latency) and append its record to the run ledger.
 
         ``seed`` defaults to the session's; pass the seed a model was trained with when a chapter runs several.
@@ -173,7 +194,7 @@ class Session:
                            dataset=self.dataset, profile=self.profile.name, device=self.device,
                            seed=self.seed if seed is None else seed,
                            latency_batch_sizes=self.profile.latency_batch_sizes, input_size=input_size,
-                           min_run_time=self.profile.latency_min_time, extra=extra)
+                           min_run_time=self.profile.latency_min_time, extra=extra, latency_ms=latency_ms)
         append_record(self.run_dir, rec)
         return rec
 

@@ -324,11 +324,10 @@ def train_or_load(run_dir: str | os.PathLike, name: str, config: dict, train_fn,
 def outputs_match_in_fresh_process(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> bool:
     """Load the checkpoint at ``path`` in a new Python process and compare its outputs on ``x`` with
     ``model``'s (on the CPU, eval mode, exact equality). Proves that the checkpoint alone rebuilds the model."""
+    import copy
     import subprocess
     import sys
     import tempfile
-
-    import copy
 
     model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)  # as load_checkpoint builds it
     with torch.no_grad():

@@ -8,10 +8,16 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "datasets"
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory):
+    """One decoded-image cache for the whole test session: CIFAR-10 is decoded once, not once per notebook test."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path_factory, monkeypatch):
+def _isolated_dirs(tmp_path_factory, monkeypatch, _session_cache):
     """Keep every test's cache and run dirs out of the user's folders."""
-    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("COURSEKIT_CACHE", str(_session_cache))
     monkeypatch.setenv("COURSEKIT_RUNS_BASE", str(tmp_path_factory.mktemp("runs")))
     monkeypatch.delenv("COURSEKIT_PROFILE", raising=False)
     torch.manual_seed(0)

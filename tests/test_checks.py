@@ -155,7 +155,7 @@ def test_pipeline_checks_pass_on_correct_answers_and_fail_on_classic_mistakes():
 
     assert checks.check_pick_deployable(pick)
     with pytest.raises(AssertionError, match="multiply"):
-        checks.check_compound_ratio(lambda sizes: sum(a / b for a, b in zip(sizes, sizes[1:])))
+        checks.check_compound_ratio(lambda sizes: sum(a / b for a, b in zip(sizes[:-1], sizes[1:], strict=True)))
     with pytest.raises(AssertionError, match="dominated"):
         checks.check_pareto_front(lambda pts: sorted(range(len(pts)), key=lambda i: pts[i][0]))
     with pytest.raises(AssertionError, match="not the fastest"):

@@ -50,7 +50,8 @@ count.write_text(str(int(count.read_text()) + 1 if count.exists() else 1))
 {fail}
 append_record(rd, {{"notebook": "{stem}", "stage": "tiny", "model": "m", "dataset": dataset, "profile": profile,
                    "device": "cpu", "seed": seed, "accuracy": 0.5 + 0.01 * temperature, "params": 10, "nonzero_params": 10,
-                   "macs": int(100 * temperature), "size_bytes": 40, "size_gzip_bytes": 30, "latency_ms": {{"cpu_b64": 1.0 * temperature}},
+                   "macs": int(100 * temperature), "size_bytes": 40, "size_gzip_bytes": 30,
+                   "latency_ms": {{"cpu_b64": 1.0 * temperature}},
                    "extra": {{}}}})
 """
 

@@ -9,6 +9,7 @@ from tests.conftest import make_imagefolder
 
 
 def test_imagefolder_is_decoded_resized_and_cached_outside_the_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path / "cache"))  # an empty cache of its own
     root = make_imagefolder(tmp_path / "pets", classes=("cat", "dog", "owl"), per_class=10)
     d = load_data(f"imagefolder:{root}", image_size=16, val_fraction=0.2, seed=0)
     assert d.classes == ["cat", "dog", "owl"]

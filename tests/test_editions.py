@@ -2,8 +2,8 @@
 
 import ast
 
-import numpy as np
 import nbformat
+import numpy as np
 import pytest
 import torch
 

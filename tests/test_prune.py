@@ -7,9 +7,24 @@ from coursekit.data import Batches
 from coursekit.metrics import count_macs, count_nonzero_params
 from coursekit.models import ResNetCifar, resnet18_cifar
 from coursekit.prune import (
-    AGPSchedule, agp_sparsity, bn_scale_importance, channel_groups, channels_to_keep, global_threshold,
-    l1_filter_importance, magnitude_mask, make_permanent, prunable_layers, prune_by_magnitude, prune_channels,
-    prune_conv_bn, prune_in_channels, random_importance, ratios_from_sensitivity, sensitivity_scan, sparsity_report,
+    AGPSchedule,
+    agp_sparsity,
+    bn_scale_importance,
+    channel_groups,
+    channels_to_keep,
+    global_threshold,
+    l1_filter_importance,
+    magnitude_mask,
+    make_permanent,
+    prunable_layers,
+    prune_by_magnitude,
+    prune_channels,
+    prune_conv_bn,
+    prune_in_channels,
+    random_importance,
+    ratios_from_sensitivity,
+    sensitivity_scan,
+    sparsity_report,
     update_masks,
 )
 from coursekit.train import fit, load_checkpoint, outputs_match_in_fresh_process, save_checkpoint
@@ -98,7 +113,7 @@ def test_agp_schedule_is_cubic_and_monotone():
     assert agp_sparsity(100, 0.8, 0, 100) == pytest.approx(0.8)
     assert agp_sparsity(50, 0.8, 0, 100) == pytest.approx(0.8 * (1 - 0.5**3))
     values = [agp_sparsity(t, 0.9, 10, 60) for t in range(0, 80)]
-    assert all(b >= a for a, b in zip(values, values[1:])) and values[5] == 0.0 and values[-1] == pytest.approx(0.9)
+    assert all(b >= a for a, b in zip(values[:-1], values[1:], strict=True)) and values[5] == 0.0 and values[-1] == pytest.approx(0.9)
 
 
 def test_agp_inside_fit_reaches_the_final_sparsity_and_pruned_weights_stay_zero():

@@ -7,8 +7,16 @@ from coursekit.metrics import count_macs
 from coursekit.models import ResNetCifar, resnet18_cifar
 from coursekit.train import load_checkpoint, outputs_match_in_fresh_process, save_checkpoint
 from coursekit.trim import (
-    ablation_importance, angular_distance, angular_importance, block_influence, blocks_to_drop, check_blocks_to_remove,
-    influence_importance, removable_blocks, remove_blocks, residual_blocks,
+    ablation_importance,
+    angular_distance,
+    angular_importance,
+    block_influence,
+    blocks_to_drop,
+    check_blocks_to_remove,
+    influence_importance,
+    removable_blocks,
+    remove_blocks,
+    residual_blocks,
 )
 from tests.test_prune import _randomize_bn, _x
 
