@@ -61,11 +61,12 @@ def _latency_key(records: list[dict]) -> str | None:
     return max(keys, key=lambda k: int(k.split("_b")[1]) if k.split("_b")[1].isdigit() else 0, default=None)
 
 
-def pareto_plots(records: list[dict], highlight: list[str] | None = None, front_of: list[dict] | None = None):
+def pareto_plots(records: list[dict], front_of: list[dict] | None = None, label_front: bool = True):
     """Test accuracy against MACs, CPU latency (the largest ``cpu_b*`` batch) and gzip size, one point per
     ledger record with an accuracy, coloured by notebook, the Pareto front drawn as a step line.
-    ``highlight``: model names to label; ``front_of``: the records the front is computed over (default all;
-    records of different tasks should not share one front). Returns the figure (log-scale costs)."""
+    ``front_of``: the records (some of ``records``) the front is computed over, default all; records of different
+    tasks should not share one front. ``label_front``: write the model name beside each point of the front.
+    Returns the figure (log-scale costs)."""
     recs = [r for r in records if r.get("accuracy") is not None]
     front_ids = {id(r) for r in (recs if front_of is None else front_of)}
     lat = _latency_key(recs)
@@ -82,9 +83,8 @@ def pareto_plots(records: list[dict], highlight: list[str] | None = None, front_
         candidates = [p for p in pts if id(p[2]) in front_ids]
         front = [candidates[i] for i in pareto_front([(c, a) for c, a, _ in candidates])]
         ax.step([c for c, _, _ in front], [a for _, a, _ in front], where="post", color="k", lw=0.8, label="Pareto front")
-        for c, a, r in pts:
-            if highlight and r["model"] in highlight:
-                ax.annotate(r["model"], (c, a), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for c, a, r in front if label_front else ():
+            ax.annotate(r["model"], (c, a), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set(xscale="log", xlabel=label, ylabel="test accuracy")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
