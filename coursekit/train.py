@@ -82,16 +82,20 @@ def lr_factor(step: int, total_steps: int, schedule: str = "onecycle", warmup: f
 
 
 def channels_last_is_safe(model: nn.Module, device: torch.device | str) -> bool:
-    """False on CPU when a convolution has fewer than 8 channels.
+    """False on CPU when a convolution is small enough to hit a oneDNN bug in channels_last training.
 
-    oneDNN's AVX2 kernel for the weight gradient of 1x1 convolutions in channels_last
-    can hang with 4-channel tensors (seen with torch 2.14 on a 2-core AVX2 machine);
-    such tiny layers gain nothing from channels_last anyway, so they train in NCHW.
+    Seen with torch 2.14.1 on 2-core machines: the weight gradient of 1x1 convolutions in channels_last
+    can hang with 4-channel tensors (AVX2), and the backward pass of a strided 1x1 convolution (a ResNet
+    projection shortcut) with fewer than 16 input channels corrupts memory and kills the process when the
+    batch is not a multiple of 8 (AVX-512; 16 and 24 channels were fine). Such tiny layers gain nothing
+    from channels_last anyway, so these models train in NCHW.
     """
     if torch.device(device).type != "cpu":
         return True
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 3]  # the RGB stem is fine
-    return all(min(m.in_channels, m.out_channels) >= 8 for m in convs)
+    tiny = any(min(m.in_channels, m.out_channels) < 8 for m in convs)
+    strided_1x1 = any(m.kernel_size == (1, 1) and m.stride != (1, 1) and m.in_channels < 16 for m in convs)
+    return not (tiny or strided_1x1)
 
 
 def decay_groups(parameters, weight_decay: float) -> list[dict]:

@@ -136,7 +136,8 @@ def test_channels_last_is_skipped_for_tiny_convs_on_cpu():
     from coursekit.models import ResNetCifar
     from coursekit.train import channels_last_is_safe
 
-    assert channels_last_is_safe(ResNetCifar((1, 1, 1), 8), "cpu")
+    assert channels_last_is_safe(ResNetCifar((1, 1, 1), 16), "cpu")
+    assert not channels_last_is_safe(ResNetCifar((1, 1, 1), 8), "cpu"), "8-channel strided 1x1 shortcut"
     assert not channels_last_is_safe(ResNetCifar((1, 1, 1), 4), "cpu")
     assert channels_last_is_safe(ResNetCifar((1, 1, 1), 4), "cuda")
     model = ResNetCifar((1, 1, 1), 4, 2)
@@ -188,3 +189,18 @@ def test_fit_without_the_tensorboard_extra_says_how_to_install_it(tmp_path, monk
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails, as without the extra
     with pytest.raises(ImportError, match=r"pip install -e \"\.\[tensorboard\]\""):
         fit(ResNetCifar((1, 1, 1), 4, num_classes=2), _tiny_batches(), epochs=1, lr=0.1, log_dir=tmp_path, progress=False)
+
+
+def test_training_an_8_channel_resnet_on_odd_batches_does_not_crash():
+    """Regression: channels_last backward of the 8-channel strided 1x1 shortcut corrupted memory (oneDNN, AVX-512)
+    with batches of 9; run in a child process, since the bug kills the process."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from coursekit.data import Batches; from coursekit.models import ResNetCifar; "
+            "from coursekit.train import fit; g = torch.Generator().manual_seed(0); "
+            "x = torch.randint(0, 255, (27, 3, 32, 32), dtype=torch.uint8, generator=g); y = torch.randint(0, 5, (27,), generator=g); "
+            "b = Batches(x, y, torch.full((3,), 0.5), torch.full((3,), 0.25), 9, channels_last=True); "
+            "fit(ResNetCifar((1, 1, 1), 8, 5, stem_pool=True), b, epochs=3, lr=0.1, progress=False); print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-1000:]
