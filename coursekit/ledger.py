@@ -139,6 +139,6 @@ def headline(reference: dict, final: dict, latency_key: str) -> str:
     """"N times fewer parameters, M times faster on <latency_key>, accuracy down x points", from two records."""
     change = 100 * (final["accuracy"] - reference["accuracy"])
     return (f"{reference['params'] / final['params']:.1f} times fewer parameters, "
-            f"{reference['latency_ms'][latency_key] / final['latency_ms'][latency_key]:.1f} times faster at {latency_key}, "
+            f"{reference['latency_ms'][latency_key] / final['latency_ms'][latency_key]:.2f} times faster at {latency_key}, "
             f"accuracy {'down' if change < 0 else 'up'} {abs(change):.2f} points "
             f"({100 * reference['accuracy']:.2f}% -> {100 * final['accuracy']:.2f}%)")

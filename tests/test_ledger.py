@@ -76,5 +76,5 @@ def test_relative_table_and_headline_against_a_reference():
     assert lines[0].startswith("| stage | model | test acc | Δ points | params | x |")
     assert "| final | 87.00% | -3.00 | 10.00k | 10.0x | 1.00M | 8.0x | 40.0 kB | 10.0x | 2.00 | 4.0x |" in lines[4]
     assert "| base |  |  |" in lines[2], "no accuracy, no difference, no latency: blank cells"
-    assert headline(teacher, final, "cpu_b64") == ("10.0 times fewer parameters, 4.0 times faster at cpu_b64, accuracy down "
+    assert headline(teacher, final, "cpu_b64") == ("10.0 times fewer parameters, 4.00 times faster at cpu_b64, accuracy down "
                                                    "3.00 points (90.00% -> 87.00%)")
