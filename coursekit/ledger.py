@@ -11,7 +11,8 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["LEDGER_FIELDS", "validate_record", "append_record", "read_ledger", "ledger_table", "relative_table", "headline"]
+__all__ = ["LEDGER_FIELDS", "validate_record", "append_record", "read_ledger", "ledger_table", "latency_keys",
+           "relative_table", "headline"]
 
 LEDGER_FIELDS: dict[str, type | tuple] = {
     "notebook": str,
@@ -76,6 +77,12 @@ def read_ledger(run_dir: str | os.PathLike, latest: bool = False, **where) -> li
     return records
 
 
+def latency_keys(records: list[dict]) -> list[str]:
+    """Every latency key of ``records`` ("cpu_b1", "cuda_b256", ...), sorted by device, then batch size."""
+    keys = {k for r in records for k in r.get("latency_ms", {})}
+    return sorted(keys, key=lambda k: (k.split("_b")[0], int(k.split("_b")[1]) if "_b" in k and k.split("_b")[1].isdigit() else 0))
+
+
 def _fmt_int(n: int) -> str:
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= div:
@@ -86,8 +93,7 @@ def _fmt_int(n: int) -> str:
 def ledger_table(records: list[dict]) -> str:
     """A markdown table: notebook, stage, model, accuracy, params, MACs, sizes and every latency key
     (led by a "run" column when records carry one, as the sweep runs of ``coursekit report`` do)."""
-    lat_keys = sorted({k for r in records for k in r.get("latency_ms", {})},
-                      key=lambda k: (k.split("_b")[0], int(k.split("_b")[1]) if "_b" in k and k.split("_b")[1].isdigit() else 0))
+    lat_keys = latency_keys(records)
     head = ["notebook", "stage", "model", "profile", "seed", "test acc", "params", "nonzero", "MACs",
             "size", "gzip"] + [f"{k} ms" for k in lat_keys]
     with_run = any("run" in r for r in records)
@@ -104,16 +110,11 @@ def ledger_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _latency_keys(records: list[dict]) -> list[str]:
-    keys = {k for r in records for k in r.get("latency_ms", {})}
-    return sorted(keys, key=lambda k: (k.split("_b")[0], int(k.split("_b")[1]) if k.split("_b")[-1].isdigit() else 0))
-
-
 def relative_table(records: list[dict], reference: dict) -> str:
     """A markdown table of ``records`` measured against ``reference`` (one of them, e.g. the teacher):
     stage, model, test accuracy and its difference in points, parameters, MACs, gzip size and every
     latency, each with "x" = reference / model (how many times fewer or faster). Used by 06_pipeline."""
-    lat = _latency_keys(records)
+    lat = latency_keys(records)
     head = ["stage", "model", "test acc", "Δ points", "params", "x", "MACs", "x", "gzip", "x"]
     head += [h for k in lat for h in (f"{k} ms", "x")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import torch
 
+from .ledger import latency_keys
+
 __all__ = ["plot_history", "show_images", "pareto_front", "pareto_plots"]
 
 
@@ -56,11 +58,6 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _latency_key(records: list[dict]) -> str | None:
-    keys = {k for r in records for k in r.get("latency_ms", {}) if k.startswith("cpu_b")}
-    return max(keys, key=lambda k: int(k.split("_b")[1]) if k.split("_b")[1].isdigit() else 0, default=None)
-
-
 def pareto_plots(records: list[dict], front_of: list[dict] | None = None, label_front: bool = True):
     """Test accuracy against MACs, CPU latency (the largest ``cpu_b*`` batch) and gzip size, one point per
     ledger record with an accuracy, coloured by notebook, the Pareto front drawn as a step line.
@@ -69,7 +66,7 @@ def pareto_plots(records: list[dict], front_of: list[dict] | None = None, label_
     Returns the figure (log-scale costs)."""
     recs = [r for r in records if r.get("accuracy") is not None]
     front_ids = {id(r) for r in (recs if front_of is None else front_of)}
-    lat = _latency_key(recs)
+    lat = next((k for k in reversed(latency_keys(recs)) if k.startswith("cpu_b")), None)  # the largest CPU batch
     costs = [("MACs per image", lambda r: r["macs"]), ("size, gzip (bytes)", lambda r: r["size_gzip_bytes"])]
     if lat:
         costs.insert(1, (f"CPU latency {lat.replace('cpu_', '')} (ms)", lambda r: r["latency_ms"].get(lat)))

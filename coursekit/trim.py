@@ -23,6 +23,8 @@ import math
 import torch
 from torch import nn
 
+from .models import _set_module
+
 __all__ = [
     "residual_blocks", "removable_blocks", "remove_blocks", "check_blocks_to_remove", "blocks_to_drop",
     "angular_distance", "block_influence", "block_io", "ablation_importance", "angular_importance",
@@ -46,11 +48,6 @@ def residual_blocks(model: nn.Module) -> list[str]:
 def removable_blocks(model: nn.Module) -> list[str]:
     """The blocks whose output has their input's shape: replacing them by ``nn.Identity`` keeps the network valid."""
     return [n for n in residual_blocks(model) if not _changes_shape(model.get_submodule(n))]
-
-
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def remove_blocks(model: nn.Module, names, *, downsampling: str = "error") -> nn.Module:
@@ -82,9 +79,9 @@ def remove_blocks(model: nn.Module, names, *, downsampling: str = "error") -> nn
             proj = getattr(block, "shortcut", None) or getattr(block, "downsample", None)
             if proj is None or len(proj) == 0:
                 raise ValueError(f"blocks: {n} changes the shape but has no projection to keep")
-            _set(new, n, proj)
+            _set_module(new, n, proj)
         else:
-            _set(new, n, nn.Identity())
+            _set_module(new, n, nn.Identity())
     return new
 
 
