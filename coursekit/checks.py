@@ -17,6 +17,8 @@ __all__ = [
     "check_l1_filter_importance", "check_prune_conv_bn", "check_prune_in_channels",
     "check_angular_distance", "check_blocks_to_drop", "check_replace_with_identity",
     "check_compound_ratio", "check_pareto_front", "check_pick_deployable",
+    "check_mean_pool", "check_lora_params", "check_embedding_share",
+    "check_student_layers", "check_copy_layers", "check_hidden_loss",
 ]
 
 
@@ -404,4 +406,114 @@ def check_pick_deployable(pick_deployable) -> bool:
         _fail(f"pick_deployable(records, 'cpu_b64', 3.0) returned {got!r}, expected 'final'.", hint)
     if pick_deployable(recs, "cpu_b64", 0.1) is not None:
         _fail("with a 0.1 ms budget no model fits.", "return None when nothing is within the budget.")
+    return True
+
+
+# ----------------------------------------------------------------------------- Part 2: transformers
+
+def check_mean_pool(mean_pool) -> bool:
+    """Exercise 07.1: ``mean_pool(hidden (N, L, H), mask (N, L)) -> (N, H)`` mean over real tokens only."""
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 5, 4, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
+    want = torch.stack([hidden[0].mean(0), hidden[1, :2].mean(0), hidden[2, 0]])
+    got = mean_pool(hidden, mask)
+    if tuple(got.shape) != (3, 4):
+        _fail(f"mean_pool returned shape {tuple(got.shape)}, expected (3, 4).", "average over the token dimension (dim 1).")
+    if not torch.allclose(got, want, atol=1e-5):
+        if torch.allclose(got[0], want[0], atol=1e-5):
+            _fail("right for the unpadded sentence, wrong for the padded ones.",
+                  "multiply by the mask before summing, and divide by the number of real tokens, not by L.")
+        _fail("mean_pool gives wrong values.", "sum(hidden * mask[..., None], dim=1) / mask.sum(1, keepdim=True).")
+    return True
+
+
+def check_lora_params(lora_params) -> bool:
+    """Exercise 07.2: ``lora_params(d, k, r) -> int`` parameters of a rank-r adapter on a d x k weight."""
+    for d, k, r in [(384, 384, 8), (1536, 384, 4), (10, 20, 1)]:
+        want = r * (d + k)
+        got = lora_params(d, k, r)
+        if got != want:
+            _fail(f"lora_params({d}, {k}, {r}) returned {got}, expected {want}.",
+                  "the update is B @ A with B of shape (d, r) and A of shape (r, k).")
+    return True
+
+
+def check_embedding_share(embedding_share) -> bool:
+    """Exercise 07.3: ``embedding_share(model) -> float`` share of a TextClassifier's parameters in its token table."""
+    from transformers import BertConfig, BertModel
+
+    from .textmodels import TextClassifier
+
+    cfg = BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                     max_position_embeddings=16)
+    model = TextClassifier(BertModel(cfg), 2)
+    want = 800 / sum(p.numel() for p in model.parameters())
+    got = float(embedding_share(model))
+    if abs(got - want) > 1e-6:
+        _fail(f"embedding_share returned {got:.4f} on a toy BERT, expected {want:.4f}.",
+              "count model.encoder.embeddings.word_embeddings.weight only (not the position embeddings), "
+              "divided by all parameters of the model, head included.")
+    return True
+
+
+def check_student_layers(student_layers) -> bool:
+    """Exercise 08.1: ``student_layers(num_teacher_layers, keep) -> list[int]`` every other layer, from the first."""
+    for n, k, want in [(6, 3, [0, 2, 4]), (12, 6, [0, 2, 4, 6, 8, 10]), (6, 2, [0, 3]), (4, 4, [0, 1, 2, 3])]:
+        got = list(student_layers(n, k))
+        if got != want:
+            _fail(f"student_layers({n}, {k}) returned {got}, expected {want}.",
+                  "spread the kept layers evenly from layer 0: index i * n // k for i in range(k).")
+    return True
+
+
+def check_copy_layers(copy_layers) -> bool:
+    """Exercise 08.2: ``copy_layers(teacher, layers) -> student`` a TextClassifier keeping those encoder layers."""
+    from transformers import BertConfig, BertModel
+
+    from .textmodels import TextClassifier
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=4, num_attention_heads=2, intermediate_size=16,
+                     max_position_embeddings=16)
+    teacher = TextClassifier(BertModel(cfg), 3).eval()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = copy_layers(teacher, [0, 2])
+    if len(student.encoder.encoder.layer) != 2:
+        _fail(f"the student has {len(student.encoder.encoder.layer)} layers, expected 2.",
+              "replace encoder.encoder.layer by an nn.ModuleList of the kept layers.")
+    for s_i, t_i in ((0, 0), (1, 2)):
+        for (k, a), b in zip(student.encoder.encoder.layer[s_i].state_dict().items(),
+                             teacher.encoder.encoder.layer[t_i].state_dict().values(), strict=True):
+            if not torch.equal(a, b):
+                _fail(f"student layer {s_i} ({k}) differs from teacher layer {t_i}.", "copy the teacher's layers in order.")
+    if any(not torch.equal(v, teacher.state_dict()[k]) for k, v in before.items()):
+        _fail("the teacher was changed.", "work on copy.deepcopy(teacher), not on the teacher itself.")
+    if student.encoder.config.num_hidden_layers != 2:
+        _fail("student.encoder.config.num_hidden_layers still says "
+              f"{student.encoder.config.num_hidden_layers}.", "update the config so that a saved student reloads right.")
+    x = torch.randint(1, 50, (2, 5))
+    student.eval()(x)
+    return True
+
+
+def check_hidden_loss(hidden_loss) -> bool:
+    """Exercise 08.3: ``hidden_loss(s (N, L, H), t (N, L, H), mask (N, L)) -> scalar`` mean of 1 - cosine over real
+    tokens."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 4, 6, generator=g), torch.randn(2, 4, 6, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    m = mask.bool()
+    want = (1 - F.cosine_similarity(s[m], t[m], dim=-1)).mean()
+    got = hidden_loss(s, t, mask)
+    if abs(float(got) - float(want)) > 1e-5:
+        all_tokens = (1 - F.cosine_similarity(s, t, dim=-1)).mean()
+        if abs(float(got) - float(all_tokens)) < 1e-5:
+            _fail("padding positions were counted.", "select the real tokens first: s[mask.bool()] is (tokens, H).")
+        _fail(f"hidden_loss returned {float(got):.5f}, expected {float(want):.5f}.",
+              "1 - F.cosine_similarity(s_tokens, t_tokens, dim=-1), averaged over real tokens.")
+    if hidden_loss(t, t, mask).abs() > 1e-5:
+        _fail("identical hidden states must give 0.", "1 - cos(x, x) = 0.")
     return True

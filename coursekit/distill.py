@@ -17,7 +17,8 @@ from torch import nn
 
 from .metrics import count_params
 
-__all__ = ["soft_targets", "kd_loss", "kd_loss_fn", "check_teacher_student", "FeatureHint", "train_student"]
+__all__ = ["soft_targets", "kd_loss", "kd_loss_fn", "check_teacher_student", "FeatureHint", "train_student",
+           "hidden_state_loss", "CachedTeacherLogits", "text_kd_loss_fn"]
 
 
 def _check_kd_args(temperature: float, alpha: float) -> None:
@@ -176,3 +177,90 @@ def train_student(spec: dict, train_batches, *, epochs: int, lr: float, seed: in
     history = fit(student, train_batches, epochs=epochs, lr=lr, loss_fn=loss_fn, params=params, device=device,
                   **fit_kwargs)
     return student.eval(), history
+
+
+# ----------------------------------------------------------------------------- transformers (Part 2)
+
+def hidden_state_loss(student_hidden, teacher_hidden, mask: torch.Tensor, layer_map: dict[int, int],
+                      kind: str = "cosine") -> torch.Tensor:
+    """Pull the student's hidden states towards the teacher's on aligned layers (DistilBERT: cosine on the last
+    layer, Sanh et al. 2019; TinyBERT: MSE on every mapped layer, Jiao et al. 2019).
+
+    Args:
+        student_hidden, teacher_hidden: tuples of (N, L, H) tensors, index 0 = embeddings output (as returned with
+            ``output_hidden_states=True``); both models must share the hidden size H.
+        mask: (N, L) 1 for real tokens, 0 for padding (padding positions are ignored).
+        layer_map: {student index: teacher index}, e.g. {1: 2, 2: 4, 3: 6} for a 3-layer student of a 6-layer teacher.
+        kind: "cosine" (mean of 1 - cos over tokens) or "mse" (mean squared error per element over tokens).
+    Returns:
+        scalar, averaged over the mapped layers.
+    """
+    if kind not in ("cosine", "mse"):
+        raise ValueError(f"kind: unknown value {kind!r}; allowed: cosine, mse")
+    if not layer_map:
+        raise ValueError("layer_map: give at least one {student layer: teacher layer} pair")
+    m = mask.bool()
+    losses = []
+    for s_i, t_i in layer_map.items():
+        s = student_hidden[s_i][m].float()  # (tokens, H)
+        t = teacher_hidden[t_i][m].detach().float()
+        if kind == "cosine":
+            losses.append((1 - F.cosine_similarity(s, t, dim=-1)).mean())
+        else:
+            losses.append(F.mse_loss(s, t))
+    return torch.stack(losses).mean()
+
+
+class CachedTeacherLogits:
+    """The teacher's logits for every sentence of a training split, computed once (eval mode, no dropout) and
+    looked up by the sentence's token ids: KD without a teacher forward pass per step, valid because text batches
+    are not augmented (the same sentence always gives the teacher the same input).
+
+    ``teacher_logits(x)`` maps a padded batch (N, L) to (N, C), whatever the batch order and padding.
+    """
+
+    def __init__(self, teacher: nn.Module, split, pad_id: int, batch_size: int = 128, amp: str = "auto"):
+        from .textdata import TextBatches
+        from .train import predict_logits
+
+        self.pad_id = pad_id
+        batches = TextBatches(split, batch_size, pad_id=pad_id, device=next(teacher.parameters()).device)
+        logits, _ = predict_logits(teacher, batches, amp=amp)  # sorted by length, as the batches are
+        order = torch.argsort(split.lengths(), stable=True).tolist()
+        self.table = {tuple(split.ids[i].tolist()): logits[k].cpu() for k, i in enumerate(order)}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = [tuple(r[r != self.pad_id].tolist()) for r in x.cpu()]
+        missing = sum(r not in self.table for r in rows)
+        if missing:
+            raise KeyError(f"{missing} sentence(s) of this batch are not in the cached split: cache the split you train on")
+        return torch.stack([self.table[r] for r in rows]).to(x.device)
+
+
+def text_kd_loss_fn(teacher_logits, temperature: float = 2.0, alpha: float = 0.9, *, teacher: nn.Module | None = None,
+                    hidden_weight: float = 0.0, layer_map: dict[int, int] | None = None, hidden_kind: str = "cosine"):
+    """A ``loss_fn(model, x, y)`` for ``fit`` that distils a text classifier with Part 1's ``kd_loss``.
+
+    teacher_logits: a ``CachedTeacherLogits`` (or any callable x -> (N, C)).
+    hidden_weight > 0 adds ``hidden_weight * hidden_state_loss`` on ``layer_map``; that needs the teacher's hidden
+    states, so ``teacher`` (a TextClassifier) then runs on every batch under inference_mode.
+    """
+    _check_kd_args(temperature, alpha)
+    if hidden_weight and (teacher is None or not layer_map):
+        raise ValueError("hidden_weight > 0 needs the teacher model and a layer_map")
+
+    def loss_fn(model, x, y):
+        if hidden_weight:
+            teacher.eval()
+            with torch.inference_mode():
+                _, t_hidden, _ = teacher.forward_with_hidden(x)
+            t_hidden = tuple(h.clone() for h in t_hidden)
+            s_logits, s_hidden, mask = model.forward_with_hidden(x)
+        else:
+            s_logits = model(x)
+        loss = kd_loss(s_logits, teacher_logits(x), y, temperature, alpha)
+        if hidden_weight:
+            loss = loss + hidden_weight * hidden_state_loss(s_hidden, t_hidden, mask, layer_map, hidden_kind)
+        return loss, s_logits
+
+    return loss_fn

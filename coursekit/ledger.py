@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
-__all__ = ["LEDGER_FIELDS", "validate_record", "append_record", "read_ledger", "ledger_table", "latency_keys",
+__all__ = ["LEDGER_FIELDS", "OPTIONAL_FIELDS", "validate_record", "append_record", "read_ledger", "ledger_table", "latency_keys",
            "relative_table", "headline"]
 
 LEDGER_FIELDS: dict[str, type | tuple] = {
@@ -31,6 +32,11 @@ LEDGER_FIELDS: dict[str, type | tuple] = {
     "latency_ms": dict,
     "extra": dict,
 }
+# Part 2's fields (transformers and language models): optional, checked when present.
+OPTIONAL_FIELDS: dict[str, type | tuple] = {
+    "task": str,
+    "perplexity": (float, type(None)),
+}
 
 
 def validate_record(record: dict) -> dict:
@@ -42,6 +48,9 @@ def validate_record(record: dict) -> dict:
         value = record[key]
         if isinstance(value, bool) or not isinstance(value, kind):
             raise ValueError(f"ledger field {key!r}: {value!r} is not of type {kind}")
+    for key, kind in OPTIONAL_FIELDS.items():
+        if key in record and (isinstance(record[key], bool) or not isinstance(record[key], kind)):
+            raise ValueError(f"ledger field {key!r}: {record[key]!r} is not of type {kind}")
     if record["accuracy"] is not None and not 0.0 <= record["accuracy"] <= 1.0:
         raise ValueError(f"ledger field 'accuracy': {record['accuracy']!r} is outside [0, 1]")
     for k, v in record["latency_ms"].items():
@@ -80,7 +89,12 @@ def read_ledger(run_dir: str | os.PathLike, latest: bool = False, **where) -> li
 def latency_keys(records: list[dict]) -> list[str]:
     """Every latency key of ``records`` ("cpu_b1", "cuda_b256", ...), sorted by device, then batch size."""
     keys = {k for r in records for k in r.get("latency_ms", {})}
-    return sorted(keys, key=lambda k: (k.split("_b")[0], int(k.split("_b")[1]) if "_b" in k and k.split("_b")[1].isdigit() else 0))
+
+    def order(k: str):
+        batch = re.search(r"_b(\d+)", k)
+        return k.split("_")[0], int(batch.group(1)) if batch else 0, k
+
+    return sorted(keys, key=order)
 
 
 def _fmt_int(n: int) -> str:

@@ -45,14 +45,15 @@ def count_nonzero_params(model: nn.Module) -> int:
     return total
 
 
-def count_macs(model: nn.Module, input_size=(3, 32, 32)) -> int:
-    """Multiply-accumulates for one input image of ``input_size`` (C, H, W), model in eval mode."""
+def count_macs(model: nn.Module, input_size=(3, 32, 32), input_fn=None) -> int:
+    """Multiply-accumulates for one input, model in eval mode: one image of ``input_size`` (C, H, W), or
+    ``input_fn(1)`` when given (e.g. one token sequence of a stated length, ``textmodels.text_input_fn``)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, *input_size, device=device)
+    x = input_fn(1).to(device) if input_fn is not None else torch.zeros(1, *input_size, device=device)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     model.train(was_training)
@@ -69,13 +70,14 @@ def state_dict_bytes(model: nn.Module) -> dict:
 
 def measure_latency(model: nn.Module, batch_size: int, *, device: torch.device | str = "cpu",
                     input_size=(3, 32, 32), threads: int | None = None, min_run_time: float = 0.3,
-                    channels_last: bool = True) -> dict:
+                    channels_last: bool = True, input_fn=None) -> dict:
     """Median and spread of one forward pass over a batch, in milliseconds.
 
     The model is copied to ``device`` in eval mode and run under inference_mode
     after a warm-up; torch.utils.benchmark's blocked_autorange picks the number
     of runs (at least ``min_run_time`` seconds). On CPU ``threads`` fixes the
-    thread count (default: torch's current). Returns {"median_ms", "iqr_ms",
+    thread count (default: torch's current). ``input_fn(batch_size)`` makes the input when given (token ids
+    of a text model; channels_last applies to 4-D image batches only). Returns {"median_ms", "iqr_ms",
     "runs", "threads", "batch_size", "device"}.
     """
     # torch.utils.benchmark imports cpp_extension, which logs a CUDA_HOME warning on CPU-only
@@ -88,8 +90,8 @@ def measure_latency(model: nn.Module, batch_size: int, *, device: torch.device |
     device = torch.device(device)
     threads = threads or torch.get_num_threads()
     m = copy.deepcopy(model).to(device).eval()
-    x = torch.randn(batch_size, *input_size, device=device)
-    if channels_last:
+    x = input_fn(batch_size).to(device) if input_fn is not None else torch.randn(batch_size, *input_size, device=device)
+    if channels_last and x.dim() == 4:
         m = m.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
@@ -111,21 +113,25 @@ def measure_latency(model: nn.Module, batch_size: int, *, device: torch.device |
 
 
 def compare_latency(models: dict[str, nn.Module], batch_sizes, *, device: torch.device | str = "cpu", rounds: int = 3,
-                    input_size=(3, 32, 32), threads: int | None = None, min_run_time: float = 0.3) -> dict[str, dict]:
+                    input_size=(3, 32, 32), threads: int | None = None, min_run_time: float = 0.3,
+                    input_fn=None, key_suffix: str = "") -> dict[str, dict]:
     """Latency of several models measured side by side: ``rounds`` interleaved rounds (A, B, C, A, B, C, ...)
     of ``measure_latency``, so that drift of the machine (clock, other load) hits every model alike.
 
-    Returns {name: {f"{device}_b{b}": {"median_ms": median over the rounds' medians, "min_ms", "max_ms"}}}.
+    ``input_fn`` and ``key_suffix`` serve text models: ``input_fn=text_input_fn(64), key_suffix="_s64"`` times
+    64-token sequences under keys such as "cpu_b32_s64".
+    Returns {name: {f"{device}_b{b}{key_suffix}": {"median_ms": median over the rounds' medians, "min_ms", "max_ms"}}}.
     """
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds: {rounds!r} is not allowed; use an integer >= 1")
     dev = torch.device(device).type
-    seen = {name: {f"{dev}_b{b}": [] for b in batch_sizes} for name in models}
+    seen = {name: {f"{dev}_b{b}{key_suffix}": [] for b in batch_sizes} for name in models}
     for _ in range(rounds):
         for b in batch_sizes:
             for name, m in models.items():
-                r = measure_latency(m, b, device=device, input_size=input_size, threads=threads, min_run_time=min_run_time)
-                seen[name][f"{dev}_b{b}"].append(r["median_ms"])
+                r = measure_latency(m, b, device=device, input_size=input_size, threads=threads, min_run_time=min_run_time,
+                                    input_fn=input_fn)
+                seen[name][f"{dev}_b{b}{key_suffix}"].append(r["median_ms"])
     return {name: {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)} for k, v in keys.items()}
             for name, keys in seen.items()}
 
@@ -133,13 +139,16 @@ def compare_latency(models: dict[str, nn.Module], batch_sizes, *, device: torch.
 def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accuracy: float | None,
                  dataset: str, profile: str, device: torch.device | str, seed: int,
                  latency_batch_sizes=(1, 64), input_size=(3, 32, 32), min_run_time: float = 0.3,
-                 extra: dict | None = None, latency_ms: dict | None = None) -> dict:
+                 extra: dict | None = None, latency_ms: dict | None = None, macs: int | None = None,
+                 input_fn=None, fields: dict | None = None) -> dict:
     """One ledger-ready record (the fields of COURSE_DESIGN's run ledger) for ``model``.
 
     Latency is measured on the CPU for every batch size in ``latency_batch_sizes``
     and, when ``device`` is CUDA, on the GPU as well (keys "cpu_b1", "cuda_b256", ...),
     unless ``latency_ms`` gives those numbers already (``Session.record_all`` measures
-    several models side by side with ``compare_latency``).
+    several models side by side with ``compare_latency``). ``macs`` overrides the count (a transformer's
+    attention is counted by ``textmodels.count_text_macs``), ``input_fn`` makes the inputs of a text model and
+    ``fields`` adds Part 2's fields (``task``, ``perplexity``).
     """
     device = torch.device(device)
     sizes = state_dict_bytes(model)
@@ -147,11 +156,11 @@ def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accu
     for b in latency_batch_sizes if latency_ms is None else ():
         if b <= 64 or device.type == "cpu":
             latency[f"cpu_b{b}"] = round(measure_latency(model, b, device="cpu", input_size=input_size,
-                                                         min_run_time=min_run_time)["median_ms"], 4)
+                                                         min_run_time=min_run_time, input_fn=input_fn)["median_ms"], 4)
         if device.type == "cuda":
             latency[f"cuda_b{b}"] = round(measure_latency(model, b, device=device, input_size=input_size,
-                                                          min_run_time=min_run_time)["median_ms"], 4)
-    return {
+                                                          min_run_time=min_run_time, input_fn=input_fn)["median_ms"], 4)
+    record = {
         "notebook": notebook,
         "stage": stage,
         "model": name,
@@ -162,9 +171,11 @@ def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accu
         "accuracy": None if accuracy is None else float(accuracy),
         "params": count_params(model),
         "nonzero_params": count_nonzero_params(model),
-        "macs": count_macs(model, input_size),
+        "macs": int(macs) if macs is not None else count_macs(model, input_size, input_fn),
         "size_bytes": sizes["raw"],
         "size_gzip_bytes": sizes["gzip"],
         "latency_ms": latency,
         "extra": dict(extra or {}),
     }
+    record.update(fields or {})
+    return record

@@ -80,6 +80,26 @@ PROFILES: dict[str, dict] = {
         "pipeline_channel_ratio": 0.5,
         "pipeline_blocks_to_remove": 1,
         "pipeline_recovery_epochs": 1,
+        # Part 2, text (07, 08): MiniLM on SST-2 / TREC; token embeddings stay frozen when fine-tuning
+        "text_max_length": 64,
+        "text_train_limit": 96,
+        "text_test_limit": 64,
+        "text_batch_size": 16,
+        "text_epochs": 1,
+        "text_lr": 1e-4,
+        "text_scratch_lr": 3e-4,
+        "text_label_sweep": [8],
+        "text_sweep_steps": 2,
+        "text_sweep_batch_size": 16,
+        "text_seeds": 1,
+        "text_probe_epochs": 20,
+        "lora_rank": 8,
+        "lora_lr": 1e-3,
+        "text_latency_batch": 4,
+        "text_latency_seq": 16,
+        "text_student_layers": 3,
+        "text_kd_epochs": 1,
+        "text_kd_seeds": 2,
         "amp": "auto",
         "channels_last": True,
     },
@@ -139,6 +159,26 @@ PROFILES: dict[str, dict] = {
         "pipeline_channel_ratio": 0.6,
         "pipeline_blocks_to_remove": 1,
         "pipeline_recovery_epochs": 3,
+        # Part 2, text (07, 08): MiniLM on SST-2 / TREC; token embeddings stay frozen when fine-tuning
+        "text_max_length": 128,
+        "text_train_limit": None,
+        "text_test_limit": None,
+        "text_batch_size": 32,
+        "text_epochs": 1,
+        "text_lr": 1e-4,
+        "text_scratch_lr": 3e-4,
+        "text_label_sweep": [8, 32, 128],
+        "text_sweep_steps": 30,
+        "text_sweep_batch_size": 16,
+        "text_seeds": 2,
+        "text_probe_epochs": 200,
+        "lora_rank": 8,
+        "lora_lr": 1e-3,
+        "text_latency_batch": 32,
+        "text_latency_seq": 64,
+        "text_student_layers": 3,
+        "text_kd_epochs": 1,
+        "text_kd_seeds": 3,
         "amp": "auto",
         "channels_last": True,
     },
@@ -198,6 +238,26 @@ PROFILES: dict[str, dict] = {
         "pipeline_channel_ratio": 0.5,
         "pipeline_blocks_to_remove": 2,
         "pipeline_recovery_epochs": 10,
+        # Part 2, text (07, 08): MiniLM on SST-2 / TREC; token embeddings stay frozen when fine-tuning
+        "text_max_length": 128,
+        "text_train_limit": None,
+        "text_test_limit": None,
+        "text_batch_size": 32,
+        "text_epochs": 3,
+        "text_lr": 1e-4,
+        "text_scratch_lr": 3e-4,
+        "text_label_sweep": [8, 32, 128, 512],
+        "text_sweep_steps": 100,
+        "text_sweep_batch_size": 16,
+        "text_seeds": 3,
+        "text_probe_epochs": 300,
+        "lora_rank": 8,
+        "lora_lr": 1e-3,
+        "text_latency_batch": 32,
+        "text_latency_seq": 64,
+        "text_student_layers": 3,
+        "text_kd_epochs": 3,
+        "text_kd_seeds": 5,
         "amp": "auto",
         "channels_last": True,
     },
@@ -263,9 +323,11 @@ def resolve_profile(profile: str = "auto", **overrides) -> Profile:
 _POSITIVE_INTS = ("epochs", "batch_size", "source_epochs", "transfer_steps", "transfer_batch_size", "transfer_seeds",
                   "kd_epochs", "kd_seeds", "imagenet_steps", "prune_finetune_epochs", "prune_seeds",
                   "channel_finetune_epochs", "trim_recovery_epochs", "pipeline_teacher_epochs", "pipeline_kd_epochs",
-                  "pipeline_recovery_epochs")
+                  "pipeline_recovery_epochs", "text_max_length", "text_batch_size", "text_epochs", "text_sweep_steps",
+                  "text_sweep_batch_size", "text_seeds", "text_probe_epochs", "lora_rank", "text_latency_batch",
+                  "text_latency_seq", "text_student_layers", "text_kd_epochs", "text_kd_seeds")
 _FRACTIONS = ("val_fraction", "label_smoothing", "channel_ratio", "pipeline_channel_ratio")
-_POSITIVE_NUMBERS = ("lr", "finetune_lr_factor", "pipeline_backbone_lr_factor")
+_POSITIVE_NUMBERS = ("lr", "finetune_lr_factor", "pipeline_backbone_lr_factor", "text_lr", "text_scratch_lr", "lora_lr")
 _FRACTION_LISTS = ("prune_sweep", "prune_finetune_sparsities", "sensitivity_amounts", "channel_sensitivity_ratios")
 
 
@@ -290,7 +352,11 @@ def _check_settings(settings: dict) -> None:
     for key in _POSITIVE_NUMBERS:
         if not isinstance(settings[key], (int, float)) or isinstance(settings[key], bool) or not settings[key] > 0:
             raise ValueError(f"{key}: {settings[key]!r} is not allowed; use a positive number")
-    for key in ("train_per_class", "test_per_class", "kd_train_per_class"):
+    v = settings["text_label_sweep"]
+    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1
+                                                             for a in v):
+        raise ValueError(f"text_label_sweep: {v!r} is not allowed; use a non-empty list of integers >= 1")
+    for key in ("train_per_class", "test_per_class", "kd_train_per_class", "text_train_limit", "text_test_limit"):
         v = settings[key]
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"{key}: {v!r} is not allowed; use a positive integer or None for all")

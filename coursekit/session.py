@@ -23,7 +23,11 @@ from .models import model_from_spec
 from .profiles import Profile, resolve_profile
 from .train import fit, train_or_load
 
-__all__ = ["Session", "start_session", "resolve_run_dir"]
+__all__ = ["Session", "start_session", "resolve_run_dir", "TEXT_DATASETS"]
+
+TEXT_DATASETS = ("sst2", "trec", "wikitext2")
+# fine-tuning a pretrained encoder keeps its token-embedding table (half of MiniLM's parameters, no MACs) frozen
+FROZEN_WHEN_FINETUNING = ("encoder.embeddings.word_embeddings",)  # Part 2's tasks: checked by the text loaders, not parse_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,6 +203,115 @@ class Session:
         return rec
 
 
+    # ------------------------------------------------------------------ Part 2: text
+
+    def text_data(self, tokenizer, task: str | None = None):
+        """``textdata.load_text_task`` of ``task`` (default: the session's dataset) with the profile's length and
+        limits and this session's seed and data dir."""
+        from .textdata import load_text_task
+
+        P = self.profile
+        return load_text_task(task or self.dataset, tokenizer, data_dir=self.data_dir, max_length=P.text_max_length,
+                              seed=self.seed, test_limit=P.text_test_limit, train_limit=P.text_train_limit)
+
+    def text_batches(self, split, pad_id: int, *, train: bool = False, batch_size: int | None = None,
+                     seed: int | None = None):
+        """``TextBatches`` on the session's device: shuffled and bucketed for training, sorted by length otherwise."""
+        from .textdata import TextBatches
+
+        bs = batch_size or (self.profile.text_batch_size if train else 128)
+        return TextBatches(split, bs, pad_id=pad_id, shuffle=train, seed=self.seed if seed is None else seed,
+                           device=self.device, drop_last=False)
+
+    def text_recipe(self, *, epochs: int, lr: float, batch_size: int, seed: int | None = None, frozen=(), data=None,
+                    weight_decay: float = 0.01):
+        """A ``Recipe`` for text models: AdamW, one-cycle, the profile's autocast resolved on this machine."""
+        from .recipe import Recipe
+
+        return Recipe(epochs=epochs, lr=lr, batch_size=batch_size, seed=self.seed if seed is None else seed,
+                      weight_decay=weight_decay, amp=Recipe.resolve_amp(self.profile.amp, self.device),
+                      frozen=tuple(frozen), data=dict(data or {}))
+
+    def train_text(self, model, split, pad_id: int, *, lr: float, seed: int, epochs: int | None = None,
+                   steps: int | None = None, batch_size: int | None = None, frozen=(), loss_fn=None,
+                   progress: bool = False) -> tuple[dict, float]:
+        """Train a text classifier on ``split`` with ``text_recipe`` (AdamW, one-cycle, autocast as resolved):
+        ``epochs`` passes, or about ``steps`` optimizer steps (few-label runs, where an epoch is one or two
+        batches). Returns (history, training seconds)."""
+        import time
+
+        bs = batch_size or self.profile.text_batch_size
+        batches = self.text_batches(split, pad_id, train=True, batch_size=bs, seed=seed)
+        if epochs is None:
+            if steps is None:
+                raise ValueError("train_text: give epochs or steps")
+            epochs = max(1, round(steps / len(batches)))
+        recipe = self.text_recipe(epochs=epochs, lr=lr, batch_size=bs, seed=seed, frozen=frozen)
+        start = time.perf_counter()
+        history = recipe.fit(model, batches, device=self.device, loss_fn=loss_fn, progress=progress)
+        return history, time.perf_counter() - start
+
+    def text_teacher(self, splits, build, location, progress: bool = True):
+        """The pretrained encoder fine-tuned on all of ``splits``' training sentences with the profile's text recipe
+        (token embeddings frozen): 07_transformer_transfer's "finetune" model and 08's teacher. Reused from the
+        run dir when a model was trained with the same recipe (same data, schedule, seed, autocast and source),
+        else built with ``build()``, trained and saved. Returns (model in eval mode, info, reused flag)."""
+        from .textmodels import train_or_load_text
+
+        P = self.profile
+        recipe = self.text_recipe(
+            epochs=P.text_epochs, lr=P.text_lr, batch_size=P.text_batch_size, frozen=FROZEN_WHEN_FINETUNING,
+            data={"task": splits.task, "labels_per_class": "all", "n_train": len(splits.train),
+                  "max_length": P.text_max_length, "pooling": "mean", "model": location.path, "gguf": location.gguf_file})
+        batches = self.text_batches(splits.train, splits.pad_id, train=True, batch_size=P.text_batch_size)
+        return train_or_load_text(self.run_dir, f"finetune-{splits.task}", recipe, build, batches, device=self.device,
+                                  progress=progress)
+
+    def record_text(self, entries: list[dict], task: str, rounds: int = 3) -> dict[str, dict]:
+        """Record text classifiers whose latencies are compared: ``entries`` are dicts with model, stage, name,
+        accuracy, extra (and seed). Latency at batch ``text_latency_batch`` and ``text_latency_seq`` tokens
+        (key "cpu_b32_s64" on the cpu profile), measured side by side in ``rounds`` interleaved rounds; MACs per
+        sequence at that length (attention included).
+
+        Models with identical architectures (the same parameter names and shapes) do the same computation: one of
+        them is timed and counted for all, and the others' ``extra["latency_measured_on"]`` names it.
+        Returns {name: record}."""
+        from .metrics import compare_latency
+        from .textmodels import count_text_macs, text_input_fn
+
+        P = self.profile
+        models = {e["name"]: e["model"] for e in entries}
+        if len(models) != len(entries):
+            raise ValueError(f"record_text: model names must be unique, got {[e['name'] for e in entries]}")
+        groups: dict[tuple, list[str]] = {}
+        for name, m in models.items():
+            groups.setdefault(tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()), []).append(name)
+        rep_of = {name: names[0] for names in groups.values() for name in names}
+        reps = {names[0]: models[names[0]] for names in groups.values()}
+        seq, batch = P.text_latency_seq, P.text_latency_batch
+        latency = {n: {} for n in reps}
+        for dev in ["cpu"] + (["cuda"] if self.device.type == "cuda" else []):
+            measured = compare_latency(reps, [batch], device=self.device if dev == "cuda" else "cpu", rounds=rounds,
+                                       min_run_time=P.latency_min_time, input_fn=text_input_fn(seq),
+                                       key_suffix=f"_s{seq}")
+            for n, row in measured.items():
+                latency[n].update({k: round(r["median_ms"], 4) for k, r in row.items()})
+        macs = {n: count_text_macs(m, seq) for n, m in reps.items()}
+        out = {}
+        for e in entries:
+            rep = rep_of[e["name"]]
+            extra = {"seq_len_for_macs": seq, **(e.get("extra") or {})}
+            if rep != e["name"]:
+                extra["latency_measured_on"] = rep
+            rec = model_record(e["model"], notebook=self.notebook, stage=e["stage"], name=e["name"],
+                               accuracy=e["accuracy"], dataset=task, profile=self.profile.name, device=self.device,
+                               seed=e.get("seed", self.seed), extra=extra, latency_ms=latency[rep], macs=macs[rep],
+                               fields={"task": task, "perplexity": None})
+            append_record(self.run_dir, rec)
+            out[e["name"]] = rec
+        return out
+
+
 def start_session(notebook: str, *, profile: str = "auto", seed: int = 0, data_dir: str | None = None,
                   run_dir: str = "runs/latest", dataset: str = "cifar10", print_report: bool = True,
                   **overrides) -> Session:
@@ -208,7 +321,8 @@ def start_session(notebook: str, *, profile: str = "auto", seed: int = 0, data_d
     Every bad value raises ValueError here, before any data is read or model trained.
     """
     settings = resolve_profile(profile, **overrides)
-    _data.parse_dataset(dataset)
+    if dataset not in TEXT_DATASETS:
+        _data.parse_dataset(dataset)
     seed_everything(seed)
     device = pick_device(settings.name)
     rd = resolve_run_dir(run_dir)

@@ -15,6 +15,11 @@ from tests.conftest import cifar_data_dir
 
 NOTEBOOKS = list_notebooks()
 COMMON = ("profile", "seed", "data_dir", "run_dir", "dataset")
+COMMON_PART2 = ("profile", "seed", "data_dir", "run_dir", "model_source")  # Part 2 names its task after these
+
+
+def _part2(path) -> bool:
+    return int(Path(path).stem[:2]) >= 7
 needs_cifar = pytest.mark.skipif(cifar_data_dir() is None, reason="no cifar10/ under COURSEKIT_DATA or ../shared/datasets")
 
 
@@ -32,7 +37,8 @@ def test_exactly_one_parameters_cell_of_plain_literals(path):
         assert isinstance(node, ast.Assign), f"only assignments in the parameters cell, got {ast.dump(node)[:60]}"
         ast.literal_eval(node.value)  # plain literals only
         names += [t.id for t in node.targets]
-    assert list(names[: len(COMMON)]) == list(COMMON), "the common parameters come first, in the design's order"
+    common = COMMON_PART2 if _part2(path) else COMMON
+    assert list(names[: len(common)]) == list(common), "the common parameters come first, in the design's order"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -51,7 +57,8 @@ def _run(path, tmp_path, **params):
     import papermill as pm
 
     out = tmp_path / path.name
-    pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(path.parent), progress_bar=False)
+    pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(path.parent), progress_bar=False,
+                        execution_timeout=900)
     return out
 
 
@@ -66,6 +73,14 @@ CHAPTER_PARAMS = {
     "05_layer_trimming": ({"blocks_to_remove": 2, "criterion": "angular"},
                           lambda recs: any(r["model"] == "trim2_finetune" and r["extra"]["criterion"] == "angular"
                                            and len(r["extra"]["removed"]) == 2 for r in recs)),
+    "07_transformer_transfer": ({"task": "trec", "labels_per_class": 4, "label_sweep": "4,6"},
+                                lambda recs: {r["extra"]["labels_per_class"] for r in recs} == {4, 6, "all"}
+                                and all(r["task"] == "trec" and r["dataset"] == "trec" for r in recs)
+                                and {r["extra"]["variant"] for r in recs} == {"probe", "finetune", "scratch", "lora"}),
+    "08_transformer_distillation": ({"student_layers": 2, "temperature": 4.0, "hidden_weight": 0.5},
+                                    lambda recs: {r["extra"].get("layers") for r in recs} == {6, 2}
+                                    and any(r["extra"].get("temperature") == 4.0 for r in recs)
+                                    and any(r["extra"].get("hidden_weight") == 0.5 for r in recs)),
     "06_pipeline": ({"temperature": 2.0, "blocks_to_remove": 0},
                     lambda recs: {r["stage"] for r in recs} == {"base", "transfer", "distill", "prune", "trim"}
                     and any(r["extra"].get("temperature") == 2.0 for r in recs)
@@ -84,7 +99,7 @@ def test_papermill_smoke_run_with_non_default_parameters(path, tmp_path):
     assert records, "the notebook appended to the ledger"
     for r in records:
         validate_record(r)
-        assert r["profile"] == "smoke" and r["dataset"] == "cifar10"
+        assert r["profile"] == "smoke" and (r["dataset"] == "cifar10" or _part2(path))
     # a chapter that repeats runs over seeds uses seed, seed + 1, ...: the injected seed comes first
     assert min(r["seed"] for r in records) == 7, "the injected seed reached the ledger"
     if expect is not None:
@@ -145,7 +160,8 @@ def test_bad_parameters_fail_with_one_clear_error(tmp_path, params, message):
 
 def test_notebook_list_matches_the_design():
     design = ["00_baseline", "01_transfer_learning", "02_knowledge_distillation", "03_pruning_unstructured",
-              "04_pruning_structured", "05_layer_trimming", "06_pipeline"]
+              "04_pruning_structured", "05_layer_trimming", "06_pipeline", "07_transformer_transfer",
+              "08_transformer_distillation", "09_transformer_pruning", "10_llm_compression"]
     assert [p.stem for p in NOTEBOOKS] == [d for d in design if (Path(NOTEBOOKS[0]).parent / f"{d}.ipynb").exists()]
 
 
@@ -225,3 +241,30 @@ def test_transfer_bad_input_fails_before_training(tmp_path, params, message):
         _run(TRANSFER, tmp_path, profile="smoke", run_dir=str(tmp_path / "run"), data_dir=cifar_data_dir(), **params)
     assert message in err.value.evalue
     assert not (tmp_path / "run" / "checkpoints").exists(), "nothing was trained"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("stem,params,message", [
+    ("07_transformer_transfer", {"task": "imdb"}, "task: unknown value 'imdb'"),
+    ("07_transformer_transfer", {"labels_per_class": 0}, "labels_per_class: 0 is not allowed"),
+    ("07_transformer_transfer", {"label_sweep": "8,many"}, "label_sweep: '8,many' is not allowed"),
+    ("07_transformer_transfer", {"model_source": "hubb"}, "model_source: unknown value 'hubb'"),
+    ("07_transformer_transfer", {"model_source": "EMPTY_FOLDER"}, "holds no model"),
+    ("08_transformer_distillation", {"student_layers": 7}, "student_layers: 7 is not allowed; use an integer from 1 to 6"),
+    ("08_transformer_distillation", {"alpha": 1.5}, "alpha: 1.5 is outside the allowed range [0, 1]"),
+    ("08_transformer_distillation", {"hidden_weight": -1}, "hidden_weight: -1 is not allowed"),
+])
+def test_part2_bad_input_fails_before_any_work(tmp_path, stem, params, message):
+    import papermill as pm
+
+    path = NOTEBOOKS[0].parent / f"{stem}.ipynb"
+    if not path.exists():
+        pytest.skip(f"{stem} not written yet")
+    if params.get("model_source") == "EMPTY_FOLDER":
+        (tmp_path / "empty").mkdir()
+        params = {"model_source": str(tmp_path / "empty")}
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        _run(path, tmp_path, profile="smoke", run_dir=str(tmp_path / "run"), **params)
+    assert message in err.value.evalue
+    assert not (tmp_path / "run" / "checkpoints").exists(), "nothing was trained"
+    assert not read_ledger(tmp_path / "run"), "nothing was recorded"

