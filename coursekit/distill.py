@@ -212,29 +212,65 @@ def hidden_state_loss(student_hidden, teacher_hidden, mask: torch.Tensor, layer_
 
 
 class CachedTeacherLogits:
-    """The teacher's logits for every sentence of a training split, computed once (eval mode, no dropout) and
+    """What the teacher says about every sentence of a training split, computed once (eval mode, no dropout) and
     looked up by the sentence's token ids: KD without a teacher forward pass per step, valid because text batches
     are not augmented (the same sentence always gives the teacher the same input).
 
-    ``teacher_logits(x)`` maps a padded batch (N, L) to (N, C), whatever the batch order and padding.
+    ``cached(x)`` maps a padded batch (N, L) to the teacher's logits (N, C), whatever the batch order and padding.
+    With ``hidden_layers`` (teacher hidden-state indices, 0 = embeddings), their states are kept too, in bf16
+    (about 2 * tokens * H bytes per layer), and ``cached.hidden(x)`` returns {layer: (N, L, H)} (zeros at padding).
     """
 
-    def __init__(self, teacher: nn.Module, split, pad_id: int, batch_size: int = 128, amp: str = "auto"):
+    def __init__(self, teacher: nn.Module, split, pad_id: int, batch_size: int = 128, amp: str = "auto",
+                 hidden_layers=()):
+        from .env import autocast_dtype
         from .textdata import TextBatches
-        from .train import predict_logits
 
-        self.pad_id = pad_id
-        batches = TextBatches(split, batch_size, pad_id=pad_id, device=next(teacher.parameters()).device)
-        logits, _ = predict_logits(teacher, batches, amp=amp)  # sorted by length, as the batches are
+        self.pad_id, self.hidden_layers = pad_id, tuple(hidden_layers)
+        device = next(teacher.parameters()).device
+        dtype = autocast_dtype(device, amp)
+        batches = TextBatches(split, batch_size, pad_id=pad_id, device=device)  # sorted by length, in order
         order = torch.argsort(split.lengths(), stable=True).tolist()
-        self.table = {tuple(split.ids[i].tolist()): logits[k].cpu() for k, i in enumerate(order)}
+        self.table, self.states = {}, {}
+        teacher.eval()
+        k = 0
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            for x, _ in batches:
+                if self.hidden_layers:
+                    logits, hidden, _ = teacher.forward_with_hidden(x)
+                else:
+                    logits, hidden = teacher(x), None
+                for row in range(len(x)):
+                    ids = split.ids[order[k]]
+                    key = tuple(ids.tolist())
+                    self.table[key] = logits[row].float().cpu()
+                    if hidden is not None:
+                        self.states[key] = {t: hidden[t][row, : len(ids)].to(torch.bfloat16).cpu()
+                                            for t in self.hidden_layers}
+                    k += 1
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def _keys(self, x: torch.Tensor) -> list[tuple]:
         rows = [tuple(r[r != self.pad_id].tolist()) for r in x.cpu()]
         missing = sum(r not in self.table for r in rows)
         if missing:
             raise KeyError(f"{missing} sentence(s) of this batch are not in the cached split: cache the split you train on")
-        return torch.stack([self.table[r] for r in rows]).to(x.device)
+        return rows
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.table[r] for r in self._keys(x)]).to(x.device)
+
+    def hidden(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """{teacher layer: (N, L, H) float32} for the batch ``x`` (padding positions are zeros)."""
+        if not self.hidden_layers:
+            raise ValueError("no hidden states were cached: pass hidden_layers=... when building the cache")
+        keys = self._keys(x)
+        out = {}
+        for t in self.hidden_layers:
+            h = torch.zeros(x.shape[0], x.shape[1], self.states[keys[0]][t].shape[-1])
+            for i, key in enumerate(keys):
+                h[i, : len(self.states[key][t])] = self.states[key][t].float()
+            out[t] = h.to(x.device)
+        return out
 
 
 def text_kd_loss_fn(teacher_logits, temperature: float = 2.0, alpha: float = 0.9, *, teacher: nn.Module | None = None,
@@ -242,19 +278,25 @@ def text_kd_loss_fn(teacher_logits, temperature: float = 2.0, alpha: float = 0.9
     """A ``loss_fn(model, x, y)`` for ``fit`` that distils a text classifier with Part 1's ``kd_loss``.
 
     teacher_logits: a ``CachedTeacherLogits`` (or any callable x -> (N, C)).
-    hidden_weight > 0 adds ``hidden_weight * hidden_state_loss`` on ``layer_map``; that needs the teacher's hidden
-    states, so ``teacher`` (a TextClassifier) then runs on every batch under inference_mode.
+    hidden_weight > 0 adds ``hidden_weight * hidden_state_loss`` on ``layer_map`` {student layer: teacher layer};
+    the teacher's hidden states come from the cache when it holds those layers, else ``teacher`` (a
+    TextClassifier) runs on every batch under inference_mode.
     """
     _check_kd_args(temperature, alpha)
-    if hidden_weight and (teacher is None or not layer_map):
-        raise ValueError("hidden_weight > 0 needs the teacher model and a layer_map")
+    cached_hidden = bool(layer_map) and set(layer_map.values()) <= set(getattr(teacher_logits, "hidden_layers", ()))
+    if hidden_weight and (not layer_map or (teacher is None and not cached_hidden)):
+        raise ValueError("hidden_weight > 0 needs a layer_map and the teacher's hidden states: a cache built with "
+                         "those hidden_layers, or the teacher model")
 
     def loss_fn(model, x, y):
         if hidden_weight:
-            teacher.eval()
-            with torch.inference_mode():
-                _, t_hidden, _ = teacher.forward_with_hidden(x)
-            t_hidden = tuple(h.clone() for h in t_hidden)
+            if cached_hidden:
+                t_hidden = teacher_logits.hidden(x)
+            else:
+                teacher.eval()
+                with torch.inference_mode():
+                    _, t_hidden, _ = teacher.forward_with_hidden(x)
+                t_hidden = tuple(h.clone() for h in t_hidden)
             s_logits, s_hidden, mask = model.forward_with_hidden(x)
         else:
             s_logits = model(x)

@@ -100,6 +100,7 @@ PROFILES: dict[str, dict] = {
         "text_student_layers": 3,
         "text_kd_epochs": 1,
         "text_kd_seeds": 2,
+        "text_kd_hidden_seeds": 1,
         "amp": "auto",
         "channels_last": True,
     },
@@ -178,7 +179,8 @@ PROFILES: dict[str, dict] = {
         "text_latency_seq": 64,
         "text_student_layers": 3,
         "text_kd_epochs": 1,
-        "text_kd_seeds": 3,
+        "text_kd_seeds": 5,
+        "text_kd_hidden_seeds": 2,
         "amp": "auto",
         "channels_last": True,
     },
@@ -258,6 +260,7 @@ PROFILES: dict[str, dict] = {
         "text_student_layers": 3,
         "text_kd_epochs": 3,
         "text_kd_seeds": 5,
+        "text_kd_hidden_seeds": 5,
         "amp": "auto",
         "channels_last": True,
     },
@@ -325,7 +328,8 @@ _POSITIVE_INTS = ("epochs", "batch_size", "source_epochs", "transfer_steps", "tr
                   "channel_finetune_epochs", "trim_recovery_epochs", "pipeline_teacher_epochs", "pipeline_kd_epochs",
                   "pipeline_recovery_epochs", "text_max_length", "text_batch_size", "text_epochs", "text_sweep_steps",
                   "text_sweep_batch_size", "text_seeds", "text_probe_epochs", "lora_rank", "text_latency_batch",
-                  "text_latency_seq", "text_student_layers", "text_kd_epochs", "text_kd_seeds")
+                  "text_latency_seq", "text_student_layers", "text_kd_epochs", "text_kd_seeds",
+                  "text_kd_hidden_seeds")
 _FRACTIONS = ("val_fraction", "label_smoothing", "channel_ratio", "pipeline_channel_ratio")
 _POSITIVE_NUMBERS = ("lr", "finetune_lr_factor", "pipeline_backbone_lr_factor", "text_lr", "text_scratch_lr", "lora_lr")
 _FRACTION_LISTS = ("prune_sweep", "prune_finetune_sparsities", "sensitivity_amounts", "channel_sensitivity_ratios")

@@ -289,10 +289,11 @@ class Session:
         rep_of = {name: names[0] for names in groups.values() for name in names}
         reps = {names[0]: models[names[0]] for names in groups.values()}
         seq, batch = P.text_latency_seq, P.text_latency_batch
+        vocab = min(m.encoder.config.vocab_size for m in reps.values())
         latency = {n: {} for n in reps}
         for dev in ["cpu"] + (["cuda"] if self.device.type == "cuda" else []):
             measured = compare_latency(reps, [batch], device=self.device if dev == "cuda" else "cpu", rounds=rounds,
-                                       min_run_time=P.latency_min_time, input_fn=text_input_fn(seq),
+                                       min_run_time=P.latency_min_time, input_fn=text_input_fn(seq, vocab),
                                        key_suffix=f"_s{seq}")
             for n, row in measured.items():
                 latency[n].update({k: round(r["median_ms"], 4) for k, r in row.items()})
@@ -300,13 +301,13 @@ class Session:
         out = {}
         for e in entries:
             rep = rep_of[e["name"]]
-            extra = {"seq_len_for_macs": seq, **(e.get("extra") or {})}
+            extra = {"seq_len_for_macs": seq, "gzip": "huffman-only", **(e.get("extra") or {})}
             if rep != e["name"]:
                 extra["latency_measured_on"] = rep
             rec = model_record(e["model"], notebook=self.notebook, stage=e["stage"], name=e["name"],
                                accuracy=e["accuracy"], dataset=task, profile=self.profile.name, device=self.device,
                                seed=e.get("seed", self.seed), extra=extra, latency_ms=latency[rep], macs=macs[rep],
-                               fields={"task": task, "perplexity": None})
+                               fields={"task": task, "perplexity": None}, fast_gzip=True)
             append_record(self.run_dir, rec)
             out[e["name"]] = rec
         return out

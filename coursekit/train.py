@@ -340,7 +340,7 @@ def outputs_match_in_fresh_process(path: str | os.PathLike, model: nn.Module, x:
         io_path = Path(tmp) / "io.pt"
         torch.save({"x": x.cpu(), "y": y}, io_path)
         code = ("import sys, torch; from coursekit.train import load_checkpoint; "
-                f"m, _ = load_checkpoint({str(path)!r}); d = torch.load({str(io_path)!r}); "
+                f"m, _ = load_checkpoint({str(path)!r}); d = torch.load({str(io_path)!r}, weights_only=True); "
                 "sys.exit(0 if torch.equal(m(d['x']), d['y']) else 3)")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if done.returncode not in (0, 3):

@@ -76,3 +76,23 @@ def test_compare_latency_interleaves_rounds_and_ranks_a_bigger_model_slower():
     assert out["big"]["cpu_b4"]["median_ms"] > out["small"]["cpu_b4"]["median_ms"]
     with pytest.raises(ValueError, match="rounds"):
         compare_latency({"small": small}, [1], rounds=0)
+
+
+def test_fast_gzip_is_gzip_and_close_to_level_6():
+    import gzip
+    import io
+
+    import torch
+
+    from coursekit.metrics import state_dict_bytes
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(300, 300)
+    slow, fast = state_dict_bytes(model), state_dict_bytes(model, fast=True)
+    assert slow["raw"] == fast["raw"] and abs(fast["gzip"] - slow["gzip"]) < 0.02 * slow["gzip"]
+    buf = io.BytesIO()
+    torch.save({k: v for k, v in model.state_dict().items()}, buf)
+    import zlib
+
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31, 9, zlib.Z_HUFFMAN_ONLY)
+    assert gzip.decompress(packer.compress(buf.getvalue()) + packer.flush()) == buf.getvalue(), "a real gzip stream"

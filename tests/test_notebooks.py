@@ -246,13 +246,10 @@ def test_transfer_bad_input_fails_before_training(tmp_path, params, message):
 @pytest.mark.notebook
 @pytest.mark.parametrize("stem,params,message", [
     ("07_transformer_transfer", {"task": "imdb"}, "task: unknown value 'imdb'"),
-    ("07_transformer_transfer", {"labels_per_class": 0}, "labels_per_class: 0 is not allowed"),
     ("07_transformer_transfer", {"label_sweep": "8,many"}, "label_sweep: '8,many' is not allowed"),
     ("07_transformer_transfer", {"model_source": "hubb"}, "model_source: unknown value 'hubb'"),
     ("07_transformer_transfer", {"model_source": "EMPTY_FOLDER"}, "holds no model"),
     ("08_transformer_distillation", {"student_layers": 7}, "student_layers: 7 is not allowed; use an integer from 1 to 6"),
-    ("08_transformer_distillation", {"alpha": 1.5}, "alpha: 1.5 is outside the allowed range [0, 1]"),
-    ("08_transformer_distillation", {"hidden_weight": -1}, "hidden_weight: -1 is not allowed"),
 ])
 def test_part2_bad_input_fails_before_any_work(tmp_path, stem, params, message):
     import papermill as pm

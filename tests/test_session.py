@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from coursekit.ledger import read_ledger
 from coursekit.models import ResNetCifar
@@ -18,3 +19,39 @@ def test_record_all_measures_side_by_side_and_appends_one_record_each(tmp_path):
     assert recs["big"]["macs"] > recs["small"]["macs"]
     with pytest.raises(ValueError, match="unique"):
         S.record_all([{"model": big, "stage": "s", "name": "x", "accuracy": 0.1}] * 2)
+
+
+def test_record_text_times_each_architecture_once_and_writes_part2_fields(tmp_path):
+    from coursekit.textmodels import TextClassifier, count_text_macs, keep_layers
+    from tests.test_text import tiny_bert
+
+    S = start_session("99_text", profile="smoke", run_dir=str(tmp_path / "run"), dataset="sst2", print_report=False)
+    a = TextClassifier(tiny_bert(layers=2), 2)
+    b = TextClassifier(tiny_bert(layers=2), 2)  # same shapes as a
+    c = keep_layers(a, [0])  # another architecture
+    recs = S.record_text([{"model": m, "stage": "t", "name": n, "accuracy": 0.5} for n, m in
+                          (("a", a), ("b", b), ("c", c))], task="sst2", rounds=1)
+    key = f"cpu_b{S.profile.text_latency_batch}_s{S.profile.text_latency_seq}"
+    assert recs["a"]["latency_ms"] == recs["b"]["latency_ms"] and set(recs["c"]["latency_ms"]) == {key}
+    assert recs["b"]["extra"]["latency_measured_on"] == "a" and "latency_measured_on" not in recs["c"]["extra"]
+    assert recs["c"]["macs"] == count_text_macs(c, S.profile.text_latency_seq) < recs["a"]["macs"]
+    on_disk = read_ledger(tmp_path / "run", notebook="99_text")
+    assert all(r["task"] == "sst2" and r["perplexity"] is None and r["dataset"] == "sst2" for r in on_disk)
+
+
+def test_train_text_runs_the_recipe_for_steps_or_epochs(tmp_path):
+    from coursekit.textdata import TextBatches
+    from coursekit.textmodels import TextClassifier
+    from tests.test_text import tiny_bert, tiny_split
+
+    S = start_session("99_text", profile="smoke", run_dir=str(tmp_path / "run"), dataset="sst2", print_report=False)
+    split = tiny_split(32)
+    model = TextClassifier(tiny_bert(layers=1), 2)
+    before = model.encoder.embeddings.word_embeddings.weight.clone()
+    hist, secs = S.train_text(model, split, 0, lr=1e-3, seed=0, steps=8, batch_size=8,
+                              frozen=("encoder.embeddings.word_embeddings",))
+    assert hist["epoch"] == [1, 2] and secs > 0, "8 steps of 4 batches per epoch = 2 epochs"
+    assert torch.equal(model.encoder.embeddings.word_embeddings.weight, before)
+    with pytest.raises(ValueError, match="give epochs or steps"):
+        S.train_text(model, split, 0, lr=1e-3, seed=0)
+    assert len(TextBatches(split, 8, pad_id=0)) == 4

@@ -16,9 +16,17 @@ from coursekit.metrics import count_params
 from coursekit.params import parse_int_list, parse_str_list
 from coursekit.pretrained import ENCODER, offline_copy_dir
 from coursekit.recipe import Recipe
-from coursekit.textdata import (TextBatches, TextSplit, load_text_task, pad_batch, read_task_file, subset_per_class)
-from coursekit.textmodels import (TextClassifier, alternate_layers, count_text_macs, keep_layers, load_text_model,
-                                  masked_mean, parameters_by_part, save_text_model, train_or_load_text)
+from coursekit.textdata import TextBatches, TextSplit, load_text_task, pad_batch, read_task_file, subset_per_class
+from coursekit.textmodels import (
+    TextClassifier,
+    alternate_layers,
+    count_text_macs,
+    keep_layers,
+    masked_mean,
+    parameters_by_part,
+    save_text_model,
+    train_or_load_text,
+)
 
 needs_minilm = pytest.mark.skipif(offline_copy_dir(ENCODER) is None, reason="offline MiniLM copy not installed")
 
@@ -55,7 +63,7 @@ def test_text_batches_pad_per_batch_cover_every_sentence_once_and_bucket():
     split = tiny_split(200)
     tb = TextBatches(split, 8, pad_id=0, shuffle=True, seed=3)
     seen = []
-    for x, y in tb:
+    for x, _ in tb:
         lens = (x != 0).sum(1)
         assert x.shape[1] == int(lens.max()), "padded only to the batch's longest sentence"
         seen += [tuple(r[r != 0].tolist()) for r in x]
@@ -245,8 +253,8 @@ def test_text_kd_with_hidden_states_trains_and_needs_the_teacher():
     teacher = TextClassifier(tiny_bert(layers=4), 2).eval()
     split = tiny_split(16)
     cache = CachedTeacherLogits(teacher, split, pad_id=0, amp="off")
-    with pytest.raises(ValueError, match="needs the teacher"):
-        text_kd_loss_fn(cache, hidden_weight=1.0)
+    with pytest.raises(ValueError, match="needs a layer_map and the teacher's hidden states"):
+        text_kd_loss_fn(cache, hidden_weight=1.0, layer_map={1: 1})
     student = keep_layers(teacher, [0, 2]).train()
     fn = text_kd_loss_fn(cache, 2.0, 0.5, teacher=teacher, hidden_weight=1.0, layer_map={1: 1, 2: 3})
     x, y = next(iter(TextBatches(split, 8, pad_id=0)))
@@ -282,7 +290,8 @@ def test_recipe_fit_freezes_and_train_or_load_reuses_only_the_same_recipe(tmp_pa
     assert torch.equal(m1.encoder.embeddings.word_embeddings.weight, build().encoder.embeddings.word_embeddings.weight)
     assert not torch.equal(m1.head.weight, build().head.weight)
     m2, _, reused2 = train_or_load_text(tmp_path, "t", recipe, build, batches)
-    assert reused2 and all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert reused2 and all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(),
+                                                                    strict=True))
     calls = []
 
     def counting_build():
@@ -305,3 +314,22 @@ def test_parse_lists_from_papermill_text():
         parse_int_list("label_sweep", "a,b")
     with pytest.raises(ValueError, match="not a valid JSON list"):
         parse_str_list("target_classes", "[ship, truck")
+
+
+def test_cached_hidden_states_equal_a_live_teacher_and_give_the_same_loss():
+    teacher = TextClassifier(tiny_bert(layers=4), 2).eval()
+    split = tiny_split(20)
+    cache = CachedTeacherLogits(teacher, split, pad_id=0, amp="off", hidden_layers=(1, 3))
+    x, y = next(iter(TextBatches(split, 8, pad_id=0, shuffle=True, seed=2)))
+    with torch.no_grad():
+        _, live, mask = teacher.forward_with_hidden(x)
+        for t in (1, 3):
+            m = mask.bool()
+            assert torch.allclose(cache.hidden(x)[t][m], live[t][m], atol=0.05), "bf16 storage, same states"
+        student = keep_layers(teacher, [0, 2]).eval()
+        a, _ = text_kd_loss_fn(cache, 2.0, 0.5, hidden_weight=1.0, layer_map={1: 1, 2: 3})(student, x, y)
+        plain = CachedTeacherLogits(teacher, split, pad_id=0, amp="off")  # no states: the teacher runs live
+        b, _ = text_kd_loss_fn(plain, 2.0, 0.5, teacher=teacher, hidden_weight=1.0, layer_map={1: 1, 2: 3})(student, x, y)
+    assert abs(float(a) - float(b)) < 1e-2
+    with pytest.raises(ValueError, match="no hidden states were cached"):
+        CachedTeacherLogits(teacher, split, pad_id=0, amp="off").hidden(x)
