@@ -4,7 +4,8 @@ A model cached in the run dir may be reused only when it was trained exactly as 
 from the same object that makes the ``fit`` call means the key cannot miss an argument: every field of
 ``Recipe`` is in the key, including the autocast dtype as resolved on this machine (bf16 is chosen by a timing
 probe) and ``RECIPE_VERSION``, which is bumped whenever the training code changes meaning.
-Introduced for Part 2 (notebooks/07_transformer_transfer.ipynb reuses it to cache its fine-tuned teacher).
+Used by ``Session`` for Part 1's base and source models (their run-dir cache keys) and by Part 2
+(notebooks/07_transformer_transfer.ipynb caches its fine-tuned teacher with it).
 """
 
 from __future__ import annotations
@@ -60,9 +61,17 @@ class Recipe:
         """12 hex digits of the SHA-256 of every field: same recipe, same key; any field changed, another key."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=list).encode()).hexdigest()[:12]
 
+    def fit_kwargs(self) -> dict:
+        """The keyword arguments of ``coursekit.train.fit`` that this recipe fixes (the batches, built with
+        ``batch_size`` and ``seed``, are the caller's)."""
+        return {"epochs": self.epochs, "lr": self.lr, "optimizer": self.optimizer, "schedule": self.schedule,
+                "weight_decay": self.weight_decay, "label_smoothing": self.label_smoothing, "amp": self.amp,
+                "channels_last": self.channels_last}
+
     def fit(self, model, train_batches, *, device=None, progress: bool = False, loss_fn=None, val_batches=None,
             params=None, on_step=None) -> dict:
-        """Freeze ``frozen``, seed with ``seed`` and run ``coursekit.train.fit`` with exactly this recipe's arguments.
+        """Freeze ``frozen``, seed the global generator with ``seed`` (dropout masks) and run
+        ``coursekit.train.fit`` with exactly this recipe's arguments.
 
         ``loss_fn``, ``params`` and ``on_step`` change what is trained: a caller that passes them must describe
         them in ``data`` (or another field) when the result is cached.
@@ -73,7 +82,5 @@ class Recipe:
             if any(name.startswith(prefix) for prefix in self.frozen):
                 p.requires_grad_(False)
         torch.manual_seed(self.seed)
-        return fit(model, train_batches, epochs=self.epochs, lr=self.lr, optimizer=self.optimizer,
-                   schedule=self.schedule, weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
-                   amp=self.amp, channels_last=self.channels_last, val_batches=val_batches, loss_fn=loss_fn,
-                   params=params, device=device, progress=progress, on_step=on_step)
+        return fit(model, train_batches, val_batches=val_batches, loss_fn=loss_fn, params=params, device=device,
+                   progress=progress, on_step=on_step, **self.fit_kwargs())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from .ledger import append_record
 from .metrics import model_record
 from .models import model_from_spec
 from .profiles import Profile, resolve_profile
+from .recipe import Recipe
 from .train import fit, train_or_load
 
 __all__ = ["Session", "start_session", "resolve_run_dir", "TEXT_DATASETS"]
@@ -80,15 +81,25 @@ class Session:
                              seed=self.seed if seed is None else seed, channels_last=self.profile.channels_last,
                              pad=self.profile.crop_pad)
 
-    def fit_profile(self, model, splits: _data.DataSplits, epochs: int, progress: bool = True) -> dict:
-        """Train ``model`` on ``splits`` with the profile's recipe (the one 00_baseline explains:
-        one-cycle SGD, label smoothing, autocast, channels_last, validation after each epoch when
-        the splits have a validation set). Returns the history of ``fit``."""
+    def profile_recipe(self, splits: _data.DataSplits, epochs: int) -> Recipe:
+        """The profile's training recipe (the one 00_baseline explains: one-cycle SGD, label smoothing, autocast
+        as resolved on this machine, channels_last) for ``epochs`` on ``splits``, with the data that shaped the
+        weights in ``data``. ``fit_profile`` trains with it and the run-dir cache keys come from it."""
         P = self.profile
+        data = {"dataset": self.dataset, "image_size": splits.image_size, "classes": list(splits.classes),
+                "n_train": len(splits.train_y), "train_per_class": P.train_per_class, "val_fraction": P.val_fraction,
+                "crop_pad": P.crop_pad}
+        return Recipe(epochs=epochs, lr=P.lr, batch_size=P.batch_size, seed=self.seed, optimizer="sgd",
+                      schedule="onecycle", weight_decay=P.weight_decay, label_smoothing=P.label_smoothing,
+                      amp=Recipe.resolve_amp(P.amp, self.device), channels_last=P.channels_last, data=data)
+
+    def fit_profile(self, model, splits: _data.DataSplits, epochs: int, progress: bool = True) -> dict:
+        """Train ``model`` on ``splits`` with ``profile_recipe`` (validation after each epoch when the splits have
+        a validation set). Returns the history of ``fit``."""
+        recipe = self.profile_recipe(splits, epochs)
         val = self.batches(splits, "val") if len(splits.val_y) else None
-        return fit(model, self.batches(splits, "train"), epochs=epochs, lr=P.lr, weight_decay=P.weight_decay,
-                   label_smoothing=P.label_smoothing, amp=P.amp, channels_last=P.channels_last, val_batches=val,
-                   device=self.device, progress=progress)
+        return fit(model, self.batches(splits, "train"), val_batches=val, device=self.device, progress=progress,
+                   **recipe.fit_kwargs())
 
     def finetune(self, model, splits: _data.DataSplits, epochs: int, *, seed: int | None = None, loss_fn=None,
                  on_step=None, progress: bool = False) -> dict:
@@ -112,17 +123,14 @@ class Session:
 
         return evaluate(model, self.batches(splits, split), amp=self.profile.amp, tta=self.profile.tta)["accuracy"]
 
-    def base_config(self, splits: _data.DataSplits, spec: dict | None = None) -> dict:
-        """Everything that determines the weights of a model trained with the profile's recipe (by default
-        the base model of ``profile.base_model``): the key of its run-dir cache."""
+    def base_config(self, splits: _data.DataSplits, spec: dict | None = None, epochs: int | None = None) -> dict:
+        """The key of the run-dir cache of a model of ``spec`` (default: the profile's base model) trained with
+        ``profile_recipe``: the model spec and every field of the recipe (data, schedule, seed, resolved autocast,
+        channels_last, recipe version), so that a change to any of them trains a new model."""
         P = self.profile
-        return {
-            "spec": {**(P.base_model if spec is None else spec), "num_classes": splits.num_classes}, "dataset": self.dataset,
-            "image_size": splits.image_size, "seed": self.seed, "train_per_class": P.train_per_class,
-            "val_fraction": P.val_fraction, "epochs": P.epochs, "batch_size": P.batch_size, "lr": P.lr,
-            "weight_decay": P.weight_decay, "label_smoothing": P.label_smoothing, "crop_pad": P.crop_pad,
-            "amp": P.amp, "classes": list(splits.classes), "n_train": len(splits.train_y),
-        }
+        recipe = self.profile_recipe(splits, P.epochs if epochs is None else epochs)
+        return {"spec": {**(P.base_model if spec is None else spec), "num_classes": splits.num_classes},
+                "recipe": json.loads(json.dumps(asdict(recipe), default=list))}
 
     def trained_model(self, name: str, spec: dict, splits: _data.DataSplits, progress: bool = True):
         """A model of ``spec`` trained with the profile's recipe (``fit_profile``, ``epochs``): reused from
@@ -155,9 +163,8 @@ class Session:
         P = self.profile
         source_data = self.load_data(dataset="cifar10", classes=list(source_classes))
         spec = {**P.base_model, "num_classes": len(source_classes)}
-        config = {"spec": spec, "classes": list(source_classes), "seed": self.seed, "epochs": P.source_epochs,
-                  "batch_size": P.batch_size, "lr": P.lr, "weight_decay": P.weight_decay,
-                  "label_smoothing": P.label_smoothing, "crop_pad": P.crop_pad, "n_train": len(source_data.train_y)}
+        config = self.base_config(source_data, spec, epochs=P.source_epochs)
+        config["recipe"]["data"]["dataset"] = "cifar10"  # the source task is always CIFAR-10 classes
 
         def train():
             torch.manual_seed(self.seed)

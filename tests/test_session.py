@@ -55,3 +55,39 @@ def test_train_text_runs_the_recipe_for_steps_or_epochs(tmp_path):
     with pytest.raises(ValueError, match="give epochs or steps"):
         S.train_text(model, split, 0, lr=1e-3, seed=0)
     assert len(TextBatches(split, 8, pad_id=0)) == 4
+
+
+def test_cache_key_of_the_base_model_covers_every_training_setting(tmp_path, monkeypatch):
+    """Part 1's run-dir cache: a change to any setting that shapes the weights (schedule, data, resolved autocast,
+    channels_last, recipe version) gives another key; the same settings give the same key."""
+    from coursekit import env
+    from coursekit.train import config_key
+    from tests.conftest import make_imagefolder
+
+    root = make_imagefolder(tmp_path / "imgs", per_class=5)
+    common = dict(profile="smoke", run_dir=str(tmp_path / "run"), dataset=f"imagefolder:{root}", print_report=False)
+
+    def key(**overrides):
+        S = start_session("99_key", **common, **overrides)
+        return config_key(S.base_config(S.load_data()))
+
+    base = key()
+    assert key() == base
+    changed = {"epochs": 2, "lr": 0.1, "weight_decay": 1e-4, "label_smoothing": 0.0, "batch_size": 32, "crop_pad": 4,
+               "channels_last": False, "val_fraction": 0.4, "train_per_class": 3,
+               "base_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 6, "stem_pool": True}}
+    keys = {name: key(**{name: value}) for name, value in changed.items()}
+    assert all(k != base for k in keys.values()), {n: k for n, k in keys.items() if k == base}
+    assert len(set(keys.values())) == len(keys)
+    env._cpu_bf16_is_faster.cache_clear()
+    monkeypatch.setattr(env, "_cpu_bf16_is_faster", lambda: False)  # "auto" resolves to fp32 on this machine
+    fp32 = key(amp="auto")
+    monkeypatch.setattr(env, "_cpu_bf16_is_faster", lambda: True)  # ... and to bf16 on another
+    assert key(amp="auto") != fp32
+    from coursekit.recipe import RECIPE_VERSION
+
+    S = start_session("99_key", **common)
+    cfg = S.base_config(S.load_data())
+    assert cfg["recipe"]["version"] == RECIPE_VERSION, "the training code's version is part of the key"
+    cfg["recipe"]["version"] += 1
+    assert config_key(cfg) != base
