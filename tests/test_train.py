@@ -126,7 +126,7 @@ def test_session_base_model_is_trained_once_per_run_dir(tmp_path):
     m1, info1, reused1 = S.base_model(splits, progress=False)
     m2, info2, reused2 = S.base_model(splits, progress=False)
     assert (reused1, reused2) == (False, True)
-    assert info1["config"]["spec"]["num_classes"] == 2 and info1["config"]["n_train"] == 30
+    assert info1["config"]["spec"]["num_classes"] == 2 and info1["config"]["recipe"]["data"]["n_train"] == 30
     xb = torch.randn(2, 3, 16, 16)
     assert torch.equal(m1(xb), m2(xb))
     assert len(list((tmp_path / "checkpoints").glob("base-*.pt"))) == 1
