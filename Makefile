@@ -26,9 +26,9 @@ test: $(STAMP)
 		-p no:cacheprovider notebooks; \
 		status=$$?; rm -rf $$runs; exit $$status
 
-## test-fast: the unit tests alone (no notebook is executed), for the edit loop
+## test-fast: the unit tests alone (no notebook executed, no real model loaded), for the edit loop
 test-fast: $(STAMP)
-	$(PY) -m pytest -q --timeout=300 -m "not notebook" tests
+	$(PY) -m pytest -q --timeout=300 -m "not notebook and not slow" tests
 
 ## student: student edition of every notebook in student/ (solutions replaced by stubs; FORCE=1 overwrites)
 student: $(STAMP)

