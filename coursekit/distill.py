@@ -225,6 +225,7 @@ class CachedTeacherLogits:
                  hidden_layers=()):
         from .env import autocast_dtype
         from .textdata import TextBatches
+        from .train import _autocast
 
         self.pad_id, self.hidden_layers = pad_id, tuple(hidden_layers)
         device = next(teacher.parameters()).device
@@ -234,7 +235,7 @@ class CachedTeacherLogits:
         self.table, self.states = {}, {}
         teacher.eval()
         k = 0
-        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.inference_mode(), _autocast(device, dtype):
             for x, _ in batches:
                 if self.hidden_layers:
                     logits, hidden, _ = teacher.forward_with_hidden(x)

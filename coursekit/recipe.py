@@ -57,9 +57,13 @@ class Recipe:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
+    def as_dict(self) -> dict:
+        """Every field as plain JSON values (tuples become lists): what checkpoints and cache configs store."""
+        return json.loads(json.dumps(asdict(self), default=list))
+
     def key(self) -> str:
         """12 hex digits of the SHA-256 of every field: same recipe, same key; any field changed, another key."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=list).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
     def fit_kwargs(self) -> dict:
         """The keyword arguments of ``coursekit.train.fit`` that this recipe fixes (the batches, built with

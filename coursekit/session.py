@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -130,7 +130,7 @@ class Session:
         P = self.profile
         recipe = self.profile_recipe(splits, P.epochs if epochs is None else epochs)
         return {"spec": {**(P.base_model if spec is None else spec), "num_classes": splits.num_classes},
-                "recipe": json.loads(json.dumps(asdict(recipe), default=list))}
+                "recipe": recipe.as_dict()}
 
     def trained_model(self, name: str, spec: dict, splits: _data.DataSplits, progress: bool = True):
         """A model of ``spec`` trained with the profile's recipe (``fit_profile``, ``epochs``): reused from

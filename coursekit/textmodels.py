@@ -17,7 +17,6 @@ Introduced in notebooks/07_transformer_transfer.ipynb; students (fewer layers) i
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 
@@ -186,15 +185,13 @@ def train_or_load_text(run_dir: str | os.PathLike, name: str, recipe, build, tra
     Returns (model in eval mode, {"recipe", "history"}, reused flag). A checkpoint trained under another recipe
     has another key and is never picked up.
     """
-    from dataclasses import asdict
-
     path = Path(run_dir) / "checkpoints" / f"{name}-{recipe.key()}.pt"
     if path.exists():
         model, metrics = load_text_model(path, device)
         return model, metrics, True
     model = build().to(device)
     history = recipe.fit(model, train_batches, device=device, progress=progress)
-    metrics = {"recipe": json.loads(json.dumps(asdict(recipe), default=list)), "history": history}
+    metrics = {"recipe": recipe.as_dict(), "history": history}
     save_text_model(path, model, metrics)
     return model.eval(), metrics, False
 
@@ -204,6 +201,7 @@ def encoder_features(encoder: nn.Module, batches, pad_id: int, amp: str = "auto"
     """Frozen-encoder sentence features under every pooling, from one pass: ({"mean", "cls_pooler", "cls"}: (N, H)
     float32, labels (N,)), in the order of ``batches``. For linear probes (``coursekit.transfer.linear_probe``)."""
     from .env import autocast_dtype
+    from .train import _autocast
 
     encoder.eval()
     device = next(encoder.parameters()).device
@@ -212,7 +210,7 @@ def encoder_features(encoder: nn.Module, batches, pad_id: int, amp: str = "auto"
     ys = []
     for x, y in batches:
         mask = x.ne(pad_id).long()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with _autocast(device, dtype):
             out = encoder(input_ids=x, attention_mask=mask)
         feats["mean"].append(masked_mean(out.last_hidden_state.float(), mask))
         feats["cls_pooler"].append(out.pooler_output.float())
