@@ -499,3 +499,106 @@ def check_hidden_loss(hidden_loss) -> bool:
     if hidden_loss(t, t, mask).abs() > 1e-5:
         _fail("identical hidden states must give 0.", "1 - cos(x, x) = 0.")
     return True
+
+
+def check_keep_head_rows(keep_head_rows) -> bool:
+    """Exercise 09.1: ``keep_head_rows(weight (h*d, H), bias (h*d,), keep [head indices], d) -> (weight, bias)``:
+    the rows of a Q, K or V projection that belong to the kept heads, in order."""
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(4 * 3, 5, generator=g), torch.randn(4 * 3, generator=g)
+    keep = [0, 2, 3]
+    got_w, got_b = keep_head_rows(w, b, keep, 3)
+    want = torch.cat([torch.arange(j * 3, j * 3 + 3) for j in keep])
+    if tuple(got_w.shape) != (9, 5):
+        _fail(f"the weight has shape {tuple(got_w.shape)}, expected (9, 5): 3 kept heads x 3 rows each, 5 inputs.",
+              "nn.Linear stores (out_features, in_features): heads are groups of d rows.")
+    if not torch.equal(got_w, w[want]) or not torch.equal(got_b, b[want]):
+        if torch.equal(got_w, w[:9]):
+            _fail("you kept the first rows, not the rows of the kept heads.", "head j owns rows j*d to (j+1)*d - 1.")
+        _fail("the rows (or bias entries) kept are not those of heads 0, 2 and 3.",
+              "index = [j * d + t for j in keep for t in range(d)]; weight[index], bias[index].")
+    return True
+
+
+def check_keep_head_columns(keep_head_columns) -> bool:
+    """Exercise 09.2: ``keep_head_columns(weight (H, h*d), keep, d) -> weight (H, len(keep)*d)``: the columns of the
+    attention output projection that read the kept heads' contexts."""
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(5, 4 * 2, generator=g)
+    keep = [1, 3]
+    got = keep_head_columns(w, keep, 2)
+    want = w[:, [2, 3, 6, 7]]
+    if tuple(got.shape) != (5, 4):
+        _fail(f"shape {tuple(got.shape)}, expected (5, 4).", "the output projection reads heads along dim 1 (columns).")
+    if not torch.equal(got, want):
+        _fail("the columns kept are not those of heads 1 and 3.", "weight[:, index] with index as for the rows.")
+    return True
+
+
+def check_block_influence(block_influence) -> bool:
+    """Exercise 09.3: ``block_influence(x_in (N, L, H), x_out (N, L, H), mask (N, L)) -> float``: 1 - mean cosine over
+    real tokens (ShortGPT)."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(2, 4, 6, generator=g), torch.randn(2, 4, 6, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    want = float(1 - F.cosine_similarity(a[mask.bool()], b[mask.bool()], dim=-1).mean())
+    got = float(block_influence(a, b, mask))
+    if abs(got - want) > 1e-5:
+        if abs(got - float(1 - F.cosine_similarity(a, b, dim=-1).mean())) < 1e-5:
+            _fail("padding positions were counted.", "compare only x_in[mask.bool()] with x_out[mask.bool()].")
+        _fail(f"returned {got:.5f}, expected {want:.5f}.", "1 - F.cosine_similarity(x_in_tokens, x_out_tokens, dim=-1).mean()")
+    if abs(float(block_influence(a, 3 * a, mask))) > 1e-5:
+        _fail("a layer that only rescales its input has influence 0.", "cosine ignores length: cos(x, 3x) = 1.")
+    return True
+
+
+def check_perplexity_from_losses(perplexity_from_losses) -> bool:
+    """Exercise 10.1: ``perplexity_from_losses(losses (T,) nats) -> float`` = exp(mean)."""
+    import math
+
+    losses = torch.tensor([0.5, 2.0, 3.5, 1.0])
+    got = float(perplexity_from_losses(losses))
+    want = math.exp(1.75)
+    if abs(got - want) > 1e-4 * want:
+        if abs(got - float(torch.exp(losses).mean())) < 1e-3:
+            _fail("you averaged the exponentials.", "exponentiate the mean loss: exp(mean), not mean(exp).")
+        if abs(got - 1.75) < 1e-4:
+            _fail("you returned the mean loss.", "perplexity is exp of the mean loss.")
+        _fail(f"returned {got:.4f}, expected {want:.4f}.", "exp(losses.mean())")
+    if abs(float(perplexity_from_losses(torch.zeros(3))) - 1.0) > 1e-6:
+        _fail("a model that is always certain and right has perplexity 1.", "exp(0) = 1.")
+    return True
+
+
+def check_wanda_score(wanda_score) -> bool:
+    """Exercise 10.2: ``wanda_score(weight (out, in), x (tokens, in)) -> (out, in)`` = |W| * ||X_j||_2."""
+    g = torch.Generator().manual_seed(3)
+    w, x = torch.randn(3, 4, generator=g), torch.randn(10, 4, generator=g)
+    want = w.abs() * x.norm(dim=0)
+    got = wanda_score(w, x)
+    if tuple(got.shape) != (3, 4):
+        _fail(f"shape {tuple(got.shape)}, expected (3, 4).", "one score per weight.")
+    if not torch.allclose(got, want, atol=1e-5):
+        if torch.allclose(got, w.abs() * x.norm(dim=1)[:4], atol=1e-5):
+            _fail("you took norms over the wrong dimension.", "||X_j|| is the norm of input feature j over tokens: dim=0.")
+        _fail("the scores differ from |W| * ||X_j||.", "weight.abs() * x.norm(dim=0) (broadcast over rows).")
+    return True
+
+
+def check_mask_2_4(mask_2_4) -> bool:
+    """Exercise 10.3: ``mask_2_4(scores (out, in)) -> bool (out, in)``: the 2 largest of every 4 consecutive."""
+    g = torch.Generator().manual_seed(4)
+    s = torch.randn(3, 8, generator=g)
+    got = mask_2_4(s)
+    if got.dtype != torch.bool or tuple(got.shape) != (3, 8):
+        _fail(f"expected a bool mask of shape (3, 8), got {got.dtype} {tuple(got.shape)}.", "return a boolean tensor.")
+    groups = got.reshape(3, 2, 4)
+    if not (groups.sum(-1) == 2).all():
+        _fail("every group of 4 must keep exactly 2.", "reshape to (out, in/4, 4) and pick the top 2 in the last dim.")
+    kept_min = torch.where(groups, s.reshape(3, 2, 4), torch.inf).amin(-1)
+    dropped_max = torch.where(~groups, s.reshape(3, 2, 4), -torch.inf).amax(-1)
+    if not (kept_min >= dropped_max).all():
+        _fail("a kept score is smaller than a dropped one in the same group.", "topk(2, dim=-1) on the groups.")
+    return True

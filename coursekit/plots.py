@@ -58,7 +58,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def pareto_plots(records: list[dict], front_of: list[dict] | None = None, label_front: bool = True):
+def pareto_plots(records: list[dict], front_of: list[dict] | None = None, label_front: bool = True,
+                 per: str = "image"):
     """Test accuracy against MACs, CPU latency (the largest ``cpu_b*`` batch) and gzip size, one point per
     ledger record with an accuracy, coloured by notebook, the Pareto front drawn as a step line.
     ``front_of``: the records (some of ``records``) the front is computed over, default all; records of different
@@ -67,7 +68,7 @@ def pareto_plots(records: list[dict], front_of: list[dict] | None = None, label_
     recs = [r for r in records if r.get("accuracy") is not None]
     front_ids = {id(r) for r in (recs if front_of is None else front_of)}
     lat = next((k for k in reversed(latency_keys(recs)) if k.startswith("cpu_b")), None)  # the largest CPU batch
-    costs = [("MACs per image", lambda r: r["macs"]), ("size, gzip (bytes)", lambda r: r["size_gzip_bytes"])]
+    costs = [(f"MACs per {per}", lambda r: r["macs"]), ("size, gzip (bytes)", lambda r: r["size_gzip_bytes"])]
     if lat:
         costs.insert(1, (f"CPU latency {lat.replace('cpu_', '')} (ms)", lambda r: r["latency_ms"].get(lat)))
     fig, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4), squeeze=False)

@@ -101,6 +101,25 @@ PROFILES: dict[str, dict] = {
         "text_kd_epochs": 1,
         "text_kd_seeds": 2,
         "text_kd_hidden_seeds": 1,
+        "text_head_keep": 0.5,  # 09: fraction of all attention heads kept (at least one per layer)
+        "text_ffn_keep": 0.5,  # 09: fraction of each layer's FFN neurons kept
+        "text_layers_removed": 3,  # 09: layers removed from the 6-layer teacher (equal budget to the width cut)
+        "text_recipe_layers_removed": 1,  # 09: layers trimmed from the pruned student at the recipe's last step
+        "text_recovery_epochs": 1,  # 09: KD epochs after each cut
+        "text_recovery_fraction": 1.0,  # 09: share of the training sentences (seeded) each recovery sees
+        "llm_num_layers": 30,  # 10: SmolLM2-135M's layers (checked against the loaded model)
+        "llm_window": 256,  # 10: perplexity window (disjoint windows)
+        "llm_eval_tokens": 512,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
+        "llm_calib_tokens": 512,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
+        "llm_layers_removed": [3],  # 10: the depth sweep
+        "llm_heal_steps": 2,
+        "llm_heal_batch": 2,
+        "llm_heal_seq": 64,
+        "llm_heal_lr": 1e-4,
+        "llm_heal_tokens": 4096,  # 10: healing windows are drawn from the first N tokens of WikiText-2 valid
+        "llm_prompt_len": 32,  # 10: prefill latency prompt
+        "llm_decode_tokens": 4,  # 10: tokens generated per decode timing
+        "llm_gen_tokens": 8,  # 10: tokens of each sample continuation
         "amp": "auto",
         "channels_last": True,
     },
@@ -181,6 +200,25 @@ PROFILES: dict[str, dict] = {
         "text_kd_epochs": 1,
         "text_kd_seeds": 5,
         "text_kd_hidden_seeds": 2,
+        "text_head_keep": 0.5,  # 09: fraction of all attention heads kept (at least one per layer)
+        "text_ffn_keep": 0.5,  # 09: fraction of each layer's FFN neurons kept
+        "text_layers_removed": 3,  # 09: layers removed from the 6-layer teacher (equal budget to the width cut)
+        "text_recipe_layers_removed": 1,  # 09: layers trimmed from the pruned student at the recipe's last step
+        "text_recovery_epochs": 1,  # 09: KD epochs after each cut
+        "text_recovery_fraction": 1.0,  # 09: share of the training sentences (seeded) each recovery sees
+        "llm_num_layers": 30,  # 10: SmolLM2-135M's layers (checked against the loaded model)
+        "llm_window": 256,  # 10: perplexity window (disjoint windows)
+        "llm_eval_tokens": 4096,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
+        "llm_calib_tokens": 2048,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
+        "llm_layers_removed": [3, 6, 9],  # 10: the depth sweep
+        "llm_heal_steps": 40,
+        "llm_heal_batch": 4,
+        "llm_heal_seq": 128,
+        "llm_heal_lr": 1e-4,
+        "llm_heal_tokens": 65536,  # 10: healing windows are drawn from the first N tokens of WikiText-2 valid
+        "llm_prompt_len": 256,  # 10: prefill latency prompt
+        "llm_decode_tokens": 32,  # 10: tokens generated per decode timing
+        "llm_gen_tokens": 30,  # 10: tokens of each sample continuation
         "amp": "auto",
         "channels_last": True,
     },
@@ -261,6 +299,25 @@ PROFILES: dict[str, dict] = {
         "text_kd_epochs": 3,
         "text_kd_seeds": 5,
         "text_kd_hidden_seeds": 5,
+        "text_head_keep": 0.5,  # 09: fraction of all attention heads kept (at least one per layer)
+        "text_ffn_keep": 0.5,  # 09: fraction of each layer's FFN neurons kept
+        "text_layers_removed": 3,  # 09: layers removed from the 6-layer teacher (equal budget to the width cut)
+        "text_recipe_layers_removed": 1,  # 09: layers trimmed from the pruned student at the recipe's last step
+        "text_recovery_epochs": 3,  # 09: KD epochs after each cut
+        "text_recovery_fraction": 1.0,  # 09: share of the training sentences (seeded) each recovery sees
+        "llm_num_layers": 30,  # 10: SmolLM2-135M's layers (checked against the loaded model)
+        "llm_window": 256,  # 10: perplexity window (disjoint windows)
+        "llm_eval_tokens": None,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
+        "llm_calib_tokens": 16384,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
+        "llm_layers_removed": [3, 6, 9, 12],  # 10: the depth sweep
+        "llm_heal_steps": 400,
+        "llm_heal_batch": 8,
+        "llm_heal_seq": 256,
+        "llm_heal_lr": 1e-4,
+        "llm_heal_tokens": None,  # 10: healing windows are drawn from the first N tokens of WikiText-2 valid
+        "llm_prompt_len": 256,  # 10: prefill latency prompt
+        "llm_decode_tokens": 64,  # 10: tokens generated per decode timing
+        "llm_gen_tokens": 40,  # 10: tokens of each sample continuation
         "amp": "auto",
         "channels_last": True,
     },
@@ -329,9 +386,12 @@ _POSITIVE_INTS = ("epochs", "batch_size", "source_epochs", "transfer_steps", "tr
                   "pipeline_recovery_epochs", "text_max_length", "text_batch_size", "text_epochs", "text_sweep_steps",
                   "text_sweep_batch_size", "text_seeds", "text_probe_epochs", "lora_rank", "text_latency_batch",
                   "text_latency_seq", "text_student_layers", "text_kd_epochs", "text_kd_seeds",
-                  "text_kd_hidden_seeds")
+                  "text_kd_hidden_seeds", "text_recovery_epochs", "llm_num_layers",
+                  "llm_window", "llm_calib_tokens", "llm_heal_steps", "llm_heal_batch", "llm_heal_seq", "llm_prompt_len",
+                  "llm_decode_tokens", "llm_gen_tokens")
 _FRACTIONS = ("val_fraction", "label_smoothing", "channel_ratio", "pipeline_channel_ratio")
-_POSITIVE_NUMBERS = ("lr", "finetune_lr_factor", "pipeline_backbone_lr_factor", "text_lr", "text_scratch_lr", "lora_lr")
+_POSITIVE_NUMBERS = ("lr", "finetune_lr_factor", "pipeline_backbone_lr_factor", "text_lr", "text_scratch_lr", "lora_lr",
+                     "llm_heal_lr")
 _FRACTION_LISTS = ("prune_sweep", "prune_finetune_sparsities", "sensitivity_amounts", "channel_sensitivity_ratios")
 
 
@@ -356,11 +416,24 @@ def _check_settings(settings: dict) -> None:
     for key in _POSITIVE_NUMBERS:
         if not isinstance(settings[key], (int, float)) or isinstance(settings[key], bool) or not settings[key] > 0:
             raise ValueError(f"{key}: {settings[key]!r} is not allowed; use a positive number")
+    for key in ("text_head_keep", "text_ffn_keep", "text_recovery_fraction"):
+        v = settings[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise ValueError(f"{key}: {v!r} is not allowed; use a fraction in (0, 1]")
+    for key in ("text_layers_removed", "text_recipe_layers_removed"):
+        v = settings[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{key}: {v!r} is not allowed; use an integer >= 0 (fewer than the model's layers)")
     v = settings["text_label_sweep"]
     if not isinstance(v, (list, tuple)) or not v or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1
                                                              for a in v):
         raise ValueError(f"text_label_sweep: {v!r} is not allowed; use a non-empty list of integers >= 1")
-    for key in ("train_per_class", "test_per_class", "kd_train_per_class", "text_train_limit", "text_test_limit"):
+    v = settings["llm_layers_removed"]
+    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1
+                                                             for a in v):
+        raise ValueError(f"llm_layers_removed: {v!r} is not allowed; use a non-empty list of integers >= 1")
+    for key in ("train_per_class", "test_per_class", "kd_train_per_class", "text_train_limit", "text_test_limit",
+                "llm_eval_tokens", "llm_heal_tokens"):
         v = settings[key]
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"{key}: {v!r} is not allowed; use a positive integer or None for all")

@@ -320,6 +320,29 @@ class Session:
         return out
 
 
+    def record_lm(self, entries: list[dict], task: str, latency: dict[str, dict]) -> dict[str, dict]:
+        """Record language models: ``entries`` are dicts with model, stage, name, perplexity, extra and
+        ``latency_of`` (the name in ``latency`` whose measurement this model shares: ``llm.lm_latency`` times each
+        distinct architecture once). Latency keys "cpu_prefill_s{P}" and "cpu_decode_tok"; ``macs`` per token
+        of the linear layers (lm_head included, attention scores excluded). Returns {name: record}."""
+        from .llm import linear_macs_per_token
+
+        out = {}
+        for e in entries:
+            lat = latency[e["latency_of"]]
+            rec = model_record(e["model"], notebook=self.notebook, stage=e["stage"], name=e["name"], accuracy=None,
+                               dataset=task, profile=self.profile.name, device=self.device, seed=e.get("seed", self.seed),
+                               extra={"macs_per": "token, linear layers", "latency_measured_on": e["latency_of"],
+                                      "gzip": "huffman-only", **(e.get("extra") or {})},
+                               latency_ms={f"cpu_prefill_s{lat['prompt_len']}": round(lat["prefill_ms"], 3),
+                                           "cpu_decode_tok": round(lat["decode_ms_per_token"], 3)},
+                               macs=linear_macs_per_token(e["model"]),
+                               fields={"task": task, "perplexity": round(float(e["perplexity"]), 4)}, fast_gzip=True)
+            append_record(self.run_dir, rec)
+            out[e["name"]] = rec
+        return out
+
+
 def start_session(notebook: str, *, profile: str = "auto", seed: int = 0, data_dir: str | None = None,
                   run_dir: str = "runs/latest", dataset: str = "cifar10", print_report: bool = True,
                   **overrides) -> Session:

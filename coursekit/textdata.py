@@ -159,7 +159,8 @@ def load_text_task(task: str, tokenizer, *, data_dir: str | os.PathLike | None =
         tokenizer: a Hugging Face tokenizer (the model's own: another model's ids mean nothing to it).
         max_length: sentences are truncated to this many tokens, [CLS] and [SEP] included.
         val_fraction: share of train carved out as the dev split when the task has none (TREC), with ``seed``.
-        test_limit, train_limit: keep only the first N test / a seeded random N train sentences (smoke runs).
+        test_limit, train_limit: keep only the first N test and dev sentences / a seeded random N train sentences
+            (smoke runs).
     Raises:
         ValueError for an unknown task; FileNotFoundError saying where it looked when the files are absent.
     """
@@ -184,6 +185,7 @@ def load_text_task(task: str, tokenizer, *, data_dir: str | os.PathLike | None =
     test = _split(raw["test"])
     if test_limit is not None:
         test = test.select(range(min(test_limit, len(test))))
+        val = val.select(range(min(test_limit, len(val))))
     labels = torch.cat([train.labels, val.labels, test.labels])
     if int(labels.max()) >= len(spec.classes) or int(labels.min()) < 0:
         raise ValueError(f"{task}: labels outside 0..{len(spec.classes) - 1} in {root}")

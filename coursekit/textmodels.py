@@ -23,8 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .textprune import layer_shapes, reshape_layers
+
 __all__ = ["POOLINGS", "TextClassifier", "masked_mean", "parameters_by_part", "keep_layers", "alternate_layers",
-           "save_text_model", "load_text_model", "text_input_fn", "count_text_macs", "train_or_load_text", "encoder_features"]
+           "save_text_model", "load_text_model", "text_input_fn", "count_text_macs", "time_layer_parts",
+           "train_or_load_text", "encoder_features"]
 
 POOLINGS = ("mean", "cls_pooler", "cls")
 
@@ -139,11 +142,14 @@ def keep_layers(model: TextClassifier, layers: list[int]) -> TextClassifier:
 
 
 def save_text_model(path: str | os.PathLike, model: TextClassifier, metrics: dict | None = None) -> Path:
-    """Save a TextClassifier with what rebuilds it: the encoder's config (layer count included), pooling,
-    pad id, number of classes and the state dict. Loads with ``torch.load(weights_only=True)``."""
+    """Save a TextClassifier with what rebuilds it: the encoder's config (layer count included), each layer's
+    head count and FFN width (``textprune.layer_shapes``: a pruned model's layers differ from the config and from
+    each other), pooling, pad id, number of classes and the state dict. Loads with
+    ``torch.load(weights_only=True)``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"encoder_config": model.encoder.config.to_dict(), "num_classes": model.num_classes,
+    payload = {"encoder_config": model.encoder.config.to_dict(), "layer_shapes": layer_shapes(model),
+               "num_classes": model.num_classes,
                "pooling": model.pooling, "pad_id": model.pad_id, "metrics": dict(metrics or {}),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -153,7 +159,8 @@ def save_text_model(path: str | os.PathLike, model: TextClassifier, metrics: dic
 
 
 def load_text_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TextClassifier, dict]:
-    """Rebuild the TextClassifier saved by ``save_text_model`` (weights_only=True). Returns (model in eval mode,
+    """Rebuild the TextClassifier saved by ``save_text_model`` (weights_only=True): the encoder from its config,
+    each layer reshaped to its saved head count and FFN width, then the weights. Returns (model in eval mode,
     metrics)."""
     from transformers import AutoConfig, AutoModel
 
@@ -162,6 +169,9 @@ def load_text_model(path: str | os.PathLike, device: torch.device | str = "cpu")
     config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     encoder = AutoModel.from_config(config)
     model = TextClassifier(encoder, payload["num_classes"], pooling=payload["pooling"], pad_id=payload["pad_id"])
+    shapes = payload.get("layer_shapes")
+    if shapes is not None and shapes != layer_shapes(model):
+        reshape_layers(model, shapes)
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload["metrics"]
 
@@ -175,6 +185,50 @@ def count_text_macs(model: nn.Module, seq_len: int) -> int:
     m = copy.deepcopy(model).float()
     m.encoder.set_attn_implementation("eager")
     return count_macs(m, input_fn=text_input_fn(seq_len, m.encoder.config.vocab_size))
+
+
+@torch.inference_mode()
+def time_layer_parts(layer: nn.Module, batch_size: int, seq_len: int, *, min_run_time: float = 0.2,
+                     rounds: int = 3) -> dict[str, dict]:
+    """Where one BERT layer spends its time on this machine: each part run alone on a (batch, seq_len, H) input
+    (float32, no padding), timed with torch.utils.benchmark in ``rounds`` interleaved rounds, beside its MACs.
+
+    Parts: "Q, K, V projections"; "attention: softmax(QK^T/sqrt(d)) V" (scaled_dot_product_attention, the kernel
+    the model uses); "output projection + LayerNorm"; "FFN: W_1, GELU, W_2 + LayerNorm"; and "whole layer".
+    Returns {part: {"median_ms", "macs"}} (MACs for the batch; the whole layer's MACs are the parts' sum).
+    """
+    import logging
+    import statistics
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
+    att = layer.attention
+    h, d = att.self.num_attention_heads, att.self.attention_head_size
+    hidden, ffn = layer.intermediate.dense.in_features, layer.intermediate.dense.out_features
+    dev = att.self.query.weight.device
+    x = torch.randn(batch_size, seq_len, hidden, device=dev)
+    q = att.self.query(x).view(batch_size, seq_len, h, d).transpose(1, 2).contiguous()
+    ctx = torch.randn(batch_size, seq_len, h * d, device=dev)
+    sdpa = nn.functional.scaled_dot_product_attention
+    parts = {
+        "Q, K, V projections": (lambda: (att.self.query(x), att.self.key(x), att.self.value(x)),
+                                3 * hidden * h * d),
+        "attention: softmax(QK^T/sqrt(d)) V": (lambda: sdpa(q, q, q), 2 * seq_len * h * d),
+        "output projection + LayerNorm": (lambda: att.output(ctx, x), h * d * hidden),
+        "FFN: W_1, GELU, W_2 + LayerNorm": (lambda: layer.output(layer.intermediate(x), x), 2 * hidden * ffn),
+        "whole layer": (lambda: layer(x), 0),
+    }
+    layer.eval()
+    times: dict[str, list[float]] = {p: [] for p in parts}
+    for _ in range(rounds):
+        for name, (fn, _) in parts.items():
+            fn()
+            t = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+            times[name].append(t.blocked_autorange(min_run_time=min_run_time).median * 1e3)
+    per_token = {p: m for p, (_, m) in parts.items()}
+    per_token["whole layer"] = sum(v for p, v in per_token.items() if p != "whole layer")
+    return {p: {"median_ms": statistics.median(times[p]), "macs": per_token[p] * batch_size * seq_len} for p in parts}
 
 
 def train_or_load_text(run_dir: str | os.PathLike, name: str, recipe, build, train_batches, *, device="cpu",

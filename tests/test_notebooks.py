@@ -81,6 +81,20 @@ CHAPTER_PARAMS = {
                                     lambda recs: {r["extra"].get("layers") for r in recs} == {6, 2}
                                     and any(r["extra"].get("temperature") == 4.0 for r in recs)
                                     and any(r["extra"].get("hidden_weight") == 0.5 for r in recs)),
+    "09_transformer_pruning": ({"head_criterion": "magnitude", "head_keep": 0.25, "layers_removed": 2,
+                                "recipe_layers_removed": 0},
+                               lambda recs: any(r["model"] == "heads_magnitude" and r["extra"]["heads"] == 18
+                                                for r in recs)
+                               and any(r["model"] == "teacher" and r["extra"]["layers"] == 6 for r in recs)
+                               and any(r["model"] == "recipe_final" and r["extra"]["layers"] == 4 for r in recs)
+                               and all(r["latency_ms"] and r["task"] == "sst2" for r in recs)),
+    "10_llm_compression": ({"layer_criterion": "angular", "llm_layers_removed": "[2]", "sparsity": 0.3},
+                           lambda recs: any(r["model"] == "trim_angular_2_healed" and r["extra"]["healed"]
+                                            and r["extra"]["criterion"] == "angular" for r in recs)
+                           and any(r["extra"].get("method") == "wanda" and r["extra"].get("pattern") == "unstructured"
+                                   and abs(r["extra"]["sparsity"] - 0.3) < 0.01 for r in recs)
+                           and all(r["task"] == "wikitext2" and r["accuracy"] is None and r["perplexity"] > 1
+                                   and "cpu_decode_tok" in r["latency_ms"] for r in recs)),
     "06_pipeline": ({"temperature": 2.0, "blocks_to_remove": 0},
                     lambda recs: {r["stage"] for r in recs} == {"base", "transfer", "distill", "prune", "trim"}
                     and any(r["extra"].get("temperature") == 2.0 for r in recs)
@@ -250,6 +264,14 @@ def test_transfer_bad_input_fails_before_training(tmp_path, params, message):
     ("07_transformer_transfer", {"model_source": "hubb"}, "model_source: unknown value 'hubb'"),
     ("07_transformer_transfer", {"model_source": "EMPTY_FOLDER"}, "holds no model"),
     ("08_transformer_distillation", {"student_layers": 7}, "student_layers: 7 is not allowed; use an integer from 1 to 6"),
+    ("09_transformer_pruning", {"head_keep": 0.05}, "head_keep: 0.05 keeps 4 of 72 heads, but at least 6 must stay"),
+    ("09_transformer_pruning", {"ffn_keep": 0.0}, "ffn_keep: 0.0 is not allowed"),
+    ("09_transformer_pruning", {"layers_removed": 6}, "layers_removed: 6 is not allowed; use an integer from 0 to 5"),
+    ("09_transformer_pruning", {"head_criterion": "random"}, "head_criterion: unknown value 'random'"),
+    ("10_llm_compression", {"sparsity": 1.0}, "sparsity: 1.0 is outside the allowed range [0, 1)"),
+    ("10_llm_compression", {"nm_pattern": "4:2"}, "pattern: '4:2' is not allowed"),
+    ("10_llm_compression", {"llm_layers_removed": "[30]"}, "llm_layers_removed: [30] not allowed"),
+    ("10_llm_compression", {"layer_criterion": "random"}, "layer_criterion: unknown value 'random'"),
 ])
 def test_part2_bad_input_fails_before_any_work(tmp_path, stem, params, message):
     import papermill as pm

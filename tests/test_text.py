@@ -110,7 +110,7 @@ def test_load_text_task_tokenises_once_and_reads_the_cache(tmp_path, monkeypatch
     tok, _ = load_tokenizer("encoder")
     root = _write_sst2(tmp_path / "data")
     data = load_text_task("sst2", tok, data_dir=root, max_length=8, test_limit=5)
-    assert len(data.train) == 20 and len(data.val) == 20 and len(data.test) == 5 and data.num_classes == 2
+    assert len(data.train) == 20 and len(data.val) == 5 and len(data.test) == 5 and data.num_classes == 2
     assert data.train.ids[0][0].item() == tok.cls_token_id and max(len(t) for t in data.train.ids) <= 8
     calls = []
     monkeypatch.setattr(type(tok), "__call__", lambda *a, **k: calls.append(1))

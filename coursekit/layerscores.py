@@ -1,0 +1,115 @@
+"""Which transformer layers can go: Block Influence and angular distance of each layer on held-out text.
+
+A layer maps hidden states x_in (N, L, H) to x_out; when x_out points where x_in pointed, the layer changed
+little and removing it (the residual stream then carries x_in on) should cost little.
+
+* Block Influence (Men et al. 2024, *ShortGPT*): BI = 1 - mean over tokens of cos(x_in, x_out), in [0, 2].
+* Angular distance (Gromov et al. 2024, *The Unreasonable Ineffectiveness of the Deeper Layers*):
+  arccos(cos(x_in, x_out)) / pi averaged over tokens, in [0, 1]. Gromov et al. also score a block of n
+  consecutive layers by comparing the input of its first with the output of its last (``block_angular``).
+
+Both are computed from forward hooks on the layer modules themselves (the input is the layer's first argument,
+its output the first element of what it returns), so they serve a BERT encoder (09) and a Llama decoder (10)
+alike, padding excluded through the mask the caller returns. Part 1's ``coursekit.trim`` has the CNN version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["LAYER_CRITERIA", "layer_similarity", "layers_by_criterion", "check_layers_removed", "block_angular"]
+
+LAYER_CRITERIA = ("block_influence", "angular", "last", "contiguous")
+
+
+def _first(x):
+    return x[0] if isinstance(x, (tuple, list)) else x
+
+
+@torch.no_grad()
+def layer_similarity(layers: Sequence[nn.Module], run: Callable, inputs: Iterable) -> dict[str, list[float]]:
+    """Block Influence and angular distance of every layer in ``layers``, averaged over real tokens.
+
+    run(batch) runs the whole model on one item of ``inputs`` and returns the (N, L) mask of real tokens (or None
+    when every position is real). Returns {"block_influence": [...], "angular": [...], "tokens": n}.
+    """
+    n = len(layers)
+    sums = {"block_influence": [0.0] * n, "angular": [0.0] * n}
+    state: dict = {"ins": [None] * n, "outs": [None] * n}
+    hooks = []
+    for i, layer in enumerate(layers):
+        def hook(module, args, kwargs, output, i=i):
+            x_in = args[0] if args else kwargs["hidden_states"]
+            state["ins"][i], state["outs"][i] = x_in.detach(), _first(output).detach()
+        hooks.append(layer.register_forward_hook(hook, with_kwargs=True))
+    tokens = 0
+    try:
+        for batch in inputs:
+            mask = run(batch)
+            for i in range(n):
+                a, b = state["ins"][i].float(), state["outs"][i].float()
+                if mask is not None:
+                    keep = mask.bool()
+                    a, b = a[keep], b[keep]
+                else:
+                    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+                cos = nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-8).clamp(-1, 1)
+                sums["block_influence"][i] += float((1 - cos).sum())
+                sums["angular"][i] += float(torch.arccos(cos).sum() / math.pi)
+            tokens += len(a)
+    finally:
+        for h in hooks:
+            h.remove()
+    if tokens == 0:
+        raise ValueError("layer_similarity: no tokens were seen (empty inputs or an all-padding mask)")
+    return {k: [v / tokens for v in vals] for k, vals in sums.items()} | {"tokens": tokens}
+
+
+def block_angular(hidden_in: torch.Tensor, hidden_out: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Angular distance between the input of a block of layers and its output (Gromov et al. 2024):
+    hidden_in, hidden_out (N, L, H); mask (N, L) of real tokens or None."""
+    a, b = hidden_in.float(), hidden_out.float()
+    if mask is not None:
+        a, b = a[mask.bool()], b[mask.bool()]
+    cos = nn.functional.cosine_similarity(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), dim=-1).clamp(-1, 1)
+    return float(torch.arccos(cos).mean() / math.pi)
+
+
+def check_layers_removed(k, num_layers: int, name: str = "layers_removed") -> int:
+    """``k`` layers to remove from ``num_layers``: an integer from 0 to num_layers - 1 (a model keeps one layer).
+    ``name``: the parameter named in the error."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < num_layers:
+        raise ValueError(f"{name}: {k!r} is not allowed; use an integer from 0 to {num_layers - 1} "
+                         f"(the model has {num_layers} layers and must keep at least one)")
+    return k
+
+
+def layers_by_criterion(criterion: str, k: int, num_layers: int, scores: dict[str, list[float]] | None = None,
+                        *, keep_first: bool = False) -> list[int]:
+    """Which ``k`` layers to remove, sorted: "block_influence" / "angular" the k lowest scores (``scores`` from
+    ``layer_similarity``); "last" the final k; "contiguous" the k consecutive layers whose block changes its input
+    least by the sum of their angular distances, a cheap stand-in for Gromov's block score (needs ``scores``).
+    keep_first: never remove layer 0 (ShortGPT and Gromov both find the first layer indispensable)."""
+    if criterion not in LAYER_CRITERIA:
+        raise ValueError(f"criterion: unknown layer criterion {criterion!r}; allowed: {', '.join(LAYER_CRITERIA)}")
+    check_layers_removed(k, num_layers)
+    if k == 0:
+        return []
+    if criterion == "last":
+        return list(range(num_layers - k, num_layers))
+    if scores is None:
+        raise ValueError(f"layers_by_criterion: {criterion!r} needs the scores from layer_similarity")
+    first = 1 if keep_first else 0
+    if criterion == "contiguous":
+        ang = scores["angular"]
+        if k > num_layers - first:
+            raise ValueError(f"layers_removed: {k} consecutive layers do not fit after layer {first - 1}")
+        start = min(range(first, num_layers - k + 1), key=lambda s: sum(ang[s:s + k]))
+        return list(range(start, start + k))
+    vals = scores[criterion]
+    candidates = sorted(range(first, num_layers), key=lambda i: vals[i])
+    return sorted(candidates[:k])

@@ -1,0 +1,276 @@
+"""A causal language model measured and trimmed: corpora as token streams, perplexity over fixed windows, decoder
+layers removed so that generation still works, healing by distillation, and prefill / decode latency.
+
+Written for SmolLM2-135M (Llama architecture: ``model.model.layers`` of ``LlamaDecoderLayer``, each with
+``self_attn.layer_idx`` naming its slot in the KV cache) through ``transformers``' AutoModelForCausalLM; any model
+with the same layout works. Introduced in notebooks/10_llm_compression.ipynb.
+
+Perplexity (what it is): the model predicts each token from the ones before it; with per-token losses
+l_t = -log p(x_t | x_<t), PPL = exp(mean_t l_t). It is measured here over windows of ``window`` tokens taken every
+``stride`` tokens (stride = window: disjoint windows, every token but each window's first predicted once; a
+smaller stride gives each prediction more context and scores only the tokens new to the window).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import default_data_dir
+from .env import autocast_dtype
+from .train import _autocast
+
+__all__ = ["CORPORA", "load_corpus_ids", "perplexity", "decoder_layers", "remove_decoder_layers",
+           "check_layer_indices", "lm_windows", "logit_kd_loss", "heal_with_kd", "lm_latency", "greedy_text", "linear_macs_per_token"]
+
+
+@dataclass(frozen=True)
+class Corpus:
+    folder: str
+    file: str
+    description: str
+
+
+CORPORA = {
+    "wikitext2_test": Corpus("wikitext2", "test.txt", "WikiText-2 test (Merity et al. 2016), tokenised v1"),
+    "wikitext2_valid": Corpus("wikitext2", "valid.txt", "WikiText-2 valid"),
+    "shakespeare": Corpus("tinyshakespeare", "input.txt", "Tiny Shakespeare (Karpathy)"),
+}
+
+
+def load_corpus_ids(name: str, tokenizer, *, data_dir: str | os.PathLike | None = None,
+                    max_tokens: int | None = None) -> torch.Tensor:
+    """The whole text of corpus ``name`` (a key of CORPORA) as one (T,) long tensor of token ids, no special
+    tokens, optionally only its first ``max_tokens``. Raises ValueError for an unknown name, FileNotFoundError
+    saying where it looked."""
+    if name not in CORPORA:
+        raise ValueError(f"corpus: unknown value {name!r}; allowed: {', '.join(CORPORA)}")
+    c = CORPORA[name]
+    path = default_data_dir(data_dir) / c.folder / c.file
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: {path} not found. Point data_dir or COURSEKIT_DATA at a folder holding "
+                                f"{c.folder}/{c.file} (for example ../shared/datasets)")
+    text = path.read_text(encoding="utf-8")
+    if max_tokens is not None:
+        text = text[: max_tokens * 12]  # enough characters for max_tokens tokens; tokenising 1 MB takes seconds
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    if max_tokens is not None:
+        if len(ids) < max_tokens:
+            raise ValueError(f"{name}: only {len(ids)} tokens, fewer than the {max_tokens} asked for")
+        ids = ids[:max_tokens]
+    return ids
+
+
+def lm_windows(ids: torch.Tensor, window: int, stride: int | None = None):
+    """Split a token stream into (input window (1, <=window), number of its last tokens to score) pairs.
+
+    Windows start every ``stride`` tokens (default: ``window``, disjoint). A window scores the tokens no earlier
+    window scored, at most window - 1 of them (its first token has no context inside it): with disjoint windows
+    every token but each window's first is scored once; with stride < window each scored token sees at least
+    window - stride tokens of context."""
+    stride = stride or window
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise ValueError(f"window: {window!r} is not allowed; use an integer >= 2")
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= window:
+        raise ValueError(f"stride: {stride!r} is not allowed; use 1 to window ({window})")
+    out, scored_to = [], 1  # token 0 has no context and is never scored
+    for begin in range(0, len(ids) - 1, stride):
+        end = min(begin + window, len(ids))
+        new = min(end - scored_to, end - begin - 1)
+        if new > 0:
+            out.append((ids[begin:end].unsqueeze(0), new))
+        scored_to = max(scored_to, end)
+        if end == len(ids):
+            break
+    return out
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, ids: torch.Tensor, *, window: int = 256, stride: int | None = None,
+               amp: str = "auto", batch_size: int = 8) -> dict:
+    """Perplexity of ``model`` on the token stream ``ids`` (T,): exp of the mean next-token cross-entropy over the
+    scored tokens of ``lm_windows(ids, window, stride)``. Disjoint full windows are batched.
+
+    Returns {"perplexity", "nll" (mean loss, nats), "tokens" (scored), "window", "stride"}."""
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(device, amp)
+    wins = lm_windows(ids, window, stride)
+    total, count = 0.0, 0
+    i = 0
+    while i < len(wins):
+        group = [wins[i]]
+        while (i + len(group) < len(wins) and len(group) < batch_size
+               and wins[i + len(group)][0].shape[1] == group[0][0].shape[1]
+               and wins[i + len(group)][1] == group[0][1]):
+            group.append(wins[i + len(group)])
+        x = torch.cat([w for w, _ in group]).to(device)
+        new = group[0][1]
+        with _autocast(device, dtype):
+            logits = model(input_ids=x, use_cache=False).logits
+        logits, targets = logits[:, -new - 1:-1].float(), x[:, -new:]
+        total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                   reduction="sum"))
+        count += targets.numel()
+        i += len(group)
+    nll = total / count
+    return {"perplexity": math.exp(nll), "nll": nll, "tokens": count, "window": window, "stride": stride or window}
+
+
+# ----------------------------------------------------------------------------- depth
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a causal LM (``model.model.layers``)."""
+    return model.model.layers
+
+
+def check_layer_indices(layers, num_layers: int) -> list[int]:
+    """Distinct layer indices in range, at least one layer left; sorted. Raises ValueError saying what is allowed."""
+    layers = list(layers)
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in layers) or len(set(layers)) != len(layers):
+        raise ValueError(f"layers: {layers!r} is not allowed; use distinct integer indices")
+    if any(not 0 <= i < num_layers for i in layers):
+        raise ValueError(f"layers: {layers!r} is not allowed; indices run from 0 to {num_layers - 1}")
+    if len(layers) >= num_layers:
+        raise ValueError(f"layers: removing all {num_layers} layers is not allowed; keep at least one")
+    return sorted(layers)
+
+
+def remove_decoder_layers(model: nn.Module, layers) -> nn.Module:
+    """A copy of ``model`` without the decoder layers at indices ``layers``. What generation needs is kept
+    consistent: each remaining attention's ``layer_idx`` (its slot in the KV cache) renumbered 0..n-1,
+    ``config.num_hidden_layers`` (the forward loop and DynamicCache read it) and ``config.layer_types`` when the
+    config has one."""
+    n = len(decoder_layers(model))
+    gone = set(check_layer_indices(layers, n))
+    kept = [i for i in range(n) if i not in gone]
+    new = copy.deepcopy(model)
+    new.model.layers = nn.ModuleList([new.model.layers[i] for i in kept])
+    for j, layer in enumerate(new.model.layers):
+        layer.self_attn.layer_idx = j
+        if hasattr(layer, "layer_idx"):
+            layer.layer_idx = j
+    new.config.num_hidden_layers = len(kept)
+    if getattr(new.config, "layer_types", None):
+        new.config.layer_types = [new.config.layer_types[i] for i in kept]
+    return new
+
+
+# ----------------------------------------------------------------------------- healing
+
+def logit_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(p_teacher || p_student) per token at temperature T, times T^2 (Hinton et al.): logits (N, L, V) -> scalar.
+    The language-model form of chapter 02's soft term (every position is one classification over the vocabulary)."""
+    t = temperature
+    s = nn.functional.log_softmax(student_logits.float() / t, dim=-1)
+    p = nn.functional.log_softmax(teacher_logits.float() / t, dim=-1)
+    return nn.functional.kl_div(s.flatten(0, 1), p.flatten(0, 1), log_target=True, reduction="batchmean") * t * t
+
+
+def heal_with_kd(student: nn.Module, teacher: nn.Module, ids: torch.Tensor, *, steps: int, batch_size: int,
+                 seq_len: int, lr: float, params=None, seed: int = 0, amp: str = "auto",
+                 temperature: float = 1.0) -> dict:
+    """Train ``student`` to match ``teacher``'s next-token distributions on windows of ``ids`` (Minitron's
+    healing): ``steps`` AdamW steps on ``batch_size`` random windows of ``seq_len`` tokens (drawn with ``seed``),
+    cosine learning rate from ``lr`` to 0, teacher in eval mode under no_grad. ``params``: the parameters to train
+    (default: all of the student's). Returns {"losses", "seconds", "tokens" seen}."""
+    if steps < 1 or batch_size < 1 or seq_len < 2:
+        raise ValueError("heal_with_kd: steps, batch_size >= 1 and seq_len >= 2 are required")
+    if len(ids) <= seq_len:
+        raise ValueError(f"heal_with_kd: the calibration text has {len(ids)} tokens, fewer than seq_len + 1")
+    device = next(student.parameters()).device
+    dtype = autocast_dtype(device, amp)
+    params = list(student.parameters() if params is None else params)
+    trainable = {id(p) for p in params}
+    for p in student.parameters():
+        p.requires_grad_(id(p) in trainable)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen = torch.Generator().manual_seed(seed)
+    teacher.eval()
+    student.train()
+    losses = []
+    start = time.perf_counter()
+    for _ in range(steps):
+        begins = torch.randint(0, len(ids) - seq_len, (batch_size,), generator=gen)
+        x = torch.stack([ids[b:b + seq_len] for b in begins.tolist()]).to(device)
+        with torch.no_grad(), _autocast(device, dtype):
+            t_logits = teacher(input_ids=x, use_cache=False).logits
+        with _autocast(device, dtype):
+            s_logits = student(input_ids=x, use_cache=False).logits
+        loss = logit_kd_loss(s_logits, t_logits, temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    student.eval()
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return {"losses": losses, "seconds": time.perf_counter() - start, "tokens": steps * batch_size * seq_len}
+
+
+# ----------------------------------------------------------------------------- speed and samples
+
+def linear_macs_per_token(model: nn.Module) -> int:
+    """Multiply-accumulates of all linear layers for one token (attention projections, MLP, lm_head): the cost a
+    decode step pays per token apart from attending over the cache. Zeros count: sparse weights are still
+    multiplied by a dense kernel."""
+    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+
+
+@torch.inference_mode()
+def _decode_ms(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float]:
+    """(prefill ms for ``prompt`` (1, P), ms per generated token over ``new_tokens`` greedy steps with the cache)."""
+    t0 = time.perf_counter()
+    out = model(input_ids=prompt, use_cache=True)
+    t1 = time.perf_counter()
+    cache, tok = out.cache, out.logits[:, -1:].argmax(-1)
+    for _ in range(new_tokens):
+        out = model(input_ids=tok, cache=cache, use_cache=True)
+        cache, tok = out.cache, out.logits[:, -1:].argmax(-1)
+    t2 = time.perf_counter()
+    return (t1 - t0) * 1e3, (t2 - t1) * 1e3 / new_tokens
+
+
+def lm_latency(models: dict[str, nn.Module], *, prompt_len: int = 256, new_tokens: int = 32, rounds: int = 3,
+               vocab_low: int = 1000, vocab_high: int = 2000) -> dict[str, dict]:
+    """Prefill latency of one ``prompt_len``-token prompt and ms per generated token (greedy, KV cache on, float32,
+    batch 1) of several models, side by side in ``rounds`` interleaved rounds after one warm-up each.
+    Returns {name: {"prefill_ms", "decode_ms_per_token"} medians, plus "*_range" (min, max)}."""
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(vocab_low, vocab_high, (1, prompt_len), generator=g)
+    seen = {n: ([], []) for n in models}
+    for m in models.values():
+        m.eval()
+        _decode_ms(m, prompt.to(next(m.parameters()).device), 2)
+    for _ in range(rounds):
+        for n, m in models.items():
+            p, d = _decode_ms(m, prompt.to(next(m.parameters()).device), new_tokens)
+            seen[n][0].append(p)
+            seen[n][1].append(d)
+    return {n: {"prefill_ms": statistics.median(p), "decode_ms_per_token": statistics.median(d), "prompt_len": prompt_len,
+                "prefill_range": (min(p), max(p)), "decode_range": (min(d), max(d))} for n, (p, d) in seen.items()}
+
+
+@torch.inference_mode()
+def greedy_text(model: nn.Module, tokenizer, prompt: str, new_tokens: int = 30) -> str:
+    """``model.generate`` greedily (cache on) from ``prompt``; returns the continuation only."""
+    x = tokenizer(prompt, return_tensors="pt").to(next(model.parameters()).device)
+    out = model.generate(**x, max_new_tokens=new_tokens, do_sample=False, use_cache=True,
+                         pad_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, x["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def corpus_path(name: str, data_dir=None) -> Path:
+    """Where corpus ``name`` is read from."""
+    c = CORPORA[name]
+    return default_data_dir(data_dir) / c.folder / c.file

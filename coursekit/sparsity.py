@@ -1,0 +1,133 @@
+"""One-shot sparsity for a language model: magnitude and Wanda scores, unstructured and N:M masks.
+
+Wanda (Sun, Liu, Bair, Kolter 2023, *A Simple and Effective Pruning Approach for Large Language Models*) scores
+weight W_ij of a linear layer y = x W^T by |W_ij| * ||X_j||_2, the norm of input feature j over the calibration
+tokens, and compares weights within each output row (row i keeps its own top fraction). Magnitude pruning is the
+same with every ||X_j|| equal. No retraining, no weight update: the masks are applied once through
+``torch.nn.utils.prune`` and made permanent.
+
+N:M sparsity keeps N of every M consecutive weights along the input dimension (2:4 is what NVIDIA's sparse tensor
+cores run, on Ampere and newer GPUs). On a CPU a zero is multiplied like any other number: no speedup here.
+
+Introduced in notebooks/10_llm_compression.ipynb.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+__all__ = ["SPARSITY_METHODS", "check_sparsity_args", "parse_pattern", "wanda_scores", "unstructured_mask",
+           "nm_mask", "sparsity_mask", "input_norms", "prunable_linears", "apply_sparsity"]
+
+SPARSITY_METHODS = ("magnitude", "wanda")
+
+
+def parse_pattern(pattern: str) -> tuple[int, int] | None:
+    """"unstructured" -> None; "N:M" (0 < N < M) -> (N, M). Anything else raises ValueError."""
+    if pattern == "unstructured":
+        return None
+    m = re.fullmatch(r"(\d+):(\d+)", str(pattern))
+    if not m or not 0 < int(m.group(1)) < int(m.group(2)):
+        raise ValueError(f"pattern: {pattern!r} is not allowed; use 'unstructured' or 'N:M' with 0 < N < M "
+                         f"(for example '2:4')")
+    return int(m.group(1)), int(m.group(2))
+
+
+def check_sparsity_args(sparsity, pattern: str, method: str) -> None:
+    """Refuse a sparsity outside [0, 1), an unknown pattern or method, before any work."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity: {sparsity!r} is outside the allowed range [0, 1)")
+    parse_pattern(pattern)
+    if method not in SPARSITY_METHODS:
+        raise ValueError(f"method: unknown value {method!r}; allowed: {', '.join(SPARSITY_METHODS)}")
+
+
+def wanda_scores(weight: torch.Tensor, norms: torch.Tensor | None) -> torch.Tensor:
+    """|W| * ||X_j|| broadcast over rows: weight (out, in), norms (in,) -> (out, in). ``norms=None``: magnitude |W|."""
+    s = weight.detach().float().abs()
+    return s if norms is None else s * norms.float().to(s.device).unsqueeze(0)
+
+
+def unstructured_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep the highest-scoring (1 - sparsity) of each output row (Wanda's per-row comparison group): bool (out, in)."""
+    out, inp = scores.shape
+    drop = int(round(sparsity * inp))
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    if drop:
+        idx = torch.topk(scores, drop, dim=1, largest=False).indices
+        mask.scatter_(1, idx, False)
+    return mask
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep the ``n`` highest scores in every group of ``m`` consecutive inputs of each row: bool (out, in)."""
+    out, inp = scores.shape
+    if inp % m:
+        raise ValueError(f"nm_mask: {inp} inputs do not split into groups of {m}")
+    groups = scores.reshape(out, inp // m, m)
+    keep = torch.topk(groups, n, dim=-1).indices
+    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, keep, True)
+    return mask.reshape(out, inp)
+
+
+def sparsity_mask(weight: torch.Tensor, norms: torch.Tensor | None, sparsity: float, pattern: str) -> torch.Tensor:
+    """The mask of ``weight`` for a pattern: "unstructured" at ``sparsity`` per row, or "N:M" (sparsity is then
+    1 - N/M and the argument is not used)."""
+    nm = parse_pattern(pattern)
+    scores = wanda_scores(weight, norms)
+    return unstructured_mask(scores, sparsity) if nm is None else nm_mask(scores, *nm)
+
+
+def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """The linear layers inside the decoder layers (attention q, k, v, o; MLP gate, up, down): what LLM pruning
+    papers sparsify. Embeddings and the output head are left dense."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in f".{n}"}
+
+
+@torch.no_grad()
+def input_norms(model: nn.Module, ids: torch.Tensor, *, seq_len: int = 256, names=None) -> dict[str, torch.Tensor]:
+    """||X_j||_2 of every input feature j of each linear in ``names`` (default ``prunable_linears``) over the
+    calibration tokens ``ids`` (T,), run in windows of ``seq_len`` (float32, no autocast: the norms are exact).
+    Returns {name: (in_features,) float32 on the CPU}."""
+    names = list(prunable_linears(model)) if names is None else list(names)
+    sq = {n: None for n in names}
+
+    def hook(name):
+        def f(module, args):
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            s = x.pow(2).sum(0)
+            sq[name] = s if sq[name] is None else sq[name] + s
+        return f
+
+    hooks = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for b in range(0, len(ids) - 1, seq_len):
+            model(input_ids=ids[b:b + seq_len].unsqueeze(0).to(device), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: v.sqrt().cpu() for n, v in sq.items()}
+
+
+def apply_sparsity(model: nn.Module, *, method: str, sparsity: float = 0.5, pattern: str = "unstructured",
+                   norms: dict[str, torch.Tensor] | None = None) -> dict:
+    """Prune every ``prunable_linears`` weight of ``model`` in place, one shot, with ``torch.nn.utils.prune``
+    (``custom_from_mask`` then ``remove``: the zeros become ordinary weights). method "magnitude" or "wanda" (needs
+    ``norms`` from ``input_norms``). Returns {"zeros", "total", "sparsity"} over the pruned weights."""
+    check_sparsity_args(sparsity, pattern, method)
+    if method == "wanda" and norms is None:
+        raise ValueError("apply_sparsity: method 'wanda' needs norms (coursekit.sparsity.input_norms)")
+    zeros = total = 0
+    for name, lin in prunable_linears(model).items():
+        mask = sparsity_mask(lin.weight, norms[name] if method == "wanda" else None, sparsity, pattern)
+        torch_prune.custom_from_mask(lin, "weight", mask.to(lin.weight.device))
+        torch_prune.remove(lin, "weight")
+        zeros += int((~mask).sum())
+        total += mask.numel()
+    return {"zeros": zeros, "total": total, "sparsity": zeros / max(total, 1)}

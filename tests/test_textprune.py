@@ -1,0 +1,224 @@
+"""Chapter 09's structured pruning of a BERT encoder, checked against references on a tiny random model:
+removed heads / neurons compute what zeroed ones compute, a layer with no residual branch can go, the gradient
+head importance equals a finite difference, and a pruned model reloads in a fresh process."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from coursekit import checks
+from coursekit.layerscores import block_angular, check_layers_removed, layer_similarity, layers_by_criterion
+from coursekit.metrics import count_params
+from coursekit.textmodels import keep_layers, load_text_model, save_text_model
+from coursekit.textprune import (
+    check_keep_fraction,
+    encoder_layers,
+    ffn_importance,
+    ffn_to_remove,
+    head_importance,
+    heads_to_remove,
+    layer_shapes,
+    prune_ffn,
+    prune_heads,
+    reshape_layers,
+    zero_ffn,
+    zero_heads,
+)
+
+
+def test_removed_heads_compute_what_zeroed_heads_compute(tiny_classifier, token_batches):
+    model = tiny_classifier(heads=4)
+    x, _ = token_batches(1)[0]
+    heads = {0: [1, 3], 2: [0]}
+    zeroed, removed = zero_heads(copy.deepcopy(model), heads), prune_heads(copy.deepcopy(model), heads)
+    assert [s["heads"] for s in layer_shapes(removed)] == [2, 4, 3]
+    assert encoder_layers(removed)[0].attention.self.query.weight.shape == (8, 16)
+    assert encoder_layers(removed)[0].attention.output.dense.weight.shape == (16, 8)
+    assert count_params(removed) == count_params(model) - 3 * (3 * (4 * 16 + 4) + 16 * 4)
+    with torch.inference_mode():
+        torch.testing.assert_close(removed(x), zeroed(x), atol=1e-6, rtol=0)
+        assert not torch.allclose(model(x), zeroed(x), atol=1e-4)  # the heads did contribute
+
+
+def test_removed_ffn_neurons_compute_what_zeroed_ones_compute(tiny_classifier, token_batches):
+    model = tiny_classifier(ffn=32)
+    x, _ = token_batches(1)[0]
+    neurons = {0: list(range(0, 32, 2)), 1: [5], 2: list(range(31))}
+    zeroed, removed = zero_ffn(copy.deepcopy(model), neurons), prune_ffn(copy.deepcopy(model), neurons)
+    assert [s["ffn"] for s in layer_shapes(removed)] == [16, 31, 1]
+    with torch.inference_mode():
+        torch.testing.assert_close(removed(x), zeroed(x), atol=1e-6, rtol=0)
+
+
+def test_a_layer_without_residual_branches_can_be_removed(tiny_classifier, token_batches):
+    """BERT is post-LayerNorm: with both branches zero and unit LayerNorms on it and before it, layer 1 maps a
+    normalised input to itself (up to LayerNorm's eps), so removing it leaves the logits unchanged."""
+    model = tiny_classifier(layers=3)
+    x, _ = token_batches(1)[0]
+    with torch.no_grad():
+        before, lay = encoder_layers(model)[0], encoder_layers(model)[1]
+        for ln in (before.output.LayerNorm, lay.attention.output.LayerNorm, lay.output.LayerNorm):
+            ln.weight.fill_(1.0)
+            ln.bias.zero_()
+        for lin in (lay.attention.output.dense, lay.output.dense):
+            lin.weight.zero_()
+            lin.bias.zero_()
+    with torch.inference_mode():
+        torch.testing.assert_close(keep_layers(model, [0, 2])(x), model(x), atol=1e-4, rtol=0)
+
+
+def test_gradient_head_importance_is_the_finite_difference_of_the_loss(tiny_classifier, token_batches):
+    model = tiny_classifier(heads=4).double()
+    x, y = token_batches(1, batch=8)[0]
+    raw = head_importance(model, [(x, y)], "gradient", normalize=False)
+    eps = 1e-6
+
+    def loss(m):
+        with torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(m(x), y))
+
+    for layer, head in ((0, 1), (2, 3)):
+        scaled = copy.deepcopy(model)
+        with torch.no_grad():
+            encoder_layers(scaled)[layer].attention.output.dense.weight[:, head * 4:(head + 1) * 4] *= 1 - eps
+        fd = abs(loss(model) - loss(scaled)) / eps
+        assert raw[layer, head].item() == pytest.approx(fd, rel=2e-3, abs=1e-6)
+    norm = head_importance(model, [(x, y)], "gradient")
+    torch.testing.assert_close(norm.norm(dim=1), torch.ones(3, dtype=norm.dtype))
+
+
+def test_magnitude_importance_and_global_ranking_keep_one_head_per_layer(tiny_classifier):
+    model = tiny_classifier(heads=4)
+    with torch.no_grad():
+        encoder_layers(model)[1].attention.self.value.weight[4:8] = 0
+    mag = head_importance(model, criterion="magnitude")
+    assert mag.shape == (3, 4) and mag[1, 1] < mag[1].max()
+    scores = torch.tensor([[5.0, 1, 1, 1], [0.1, 0.2, 0.3, 0.4], [9, 8, 7, 6]])
+    gone = heads_to_remove(scores, 3)  # keep 3 of 12: one per layer, each layer's best
+    assert gone == {0: [1, 2, 3], 1: [0, 1, 2], 2: [1, 2, 3]}
+    assert sum(map(len, heads_to_remove(scores, 7).values())) == 5
+    with pytest.raises(ValueError, match="keep"):
+        heads_to_remove(scores, 2)
+
+
+def test_ffn_importance_needs_data_for_activations_and_ranks_per_layer(tiny_classifier, token_batches):
+    model = tiny_classifier(ffn=32)
+    act = ffn_importance(model, token_batches(2), "activation")
+    w = ffn_importance(model, criterion="weight")
+    assert [len(s) for s in act] == [32] * 3 and all((s >= 0).all() for s in act + w)
+    gone = ffn_to_remove(w, 8)
+    assert all(len(v) == 24 and set(v).isdisjoint(torch.argsort(w[i])[-8:].tolist()) for i, v in gone.items())
+    with pytest.raises(ValueError, match="batches"):
+        ffn_importance(model, None, "activation")
+
+
+def test_bad_input_is_refused_before_any_work(tiny_classifier):
+    model = tiny_classifier(heads=4, ffn=32)
+    with pytest.raises(ValueError, match="lose all of its 4 heads"):
+        prune_heads(model, {0: [0, 1, 2, 3]})
+    with pytest.raises(ValueError, match="all of its 32 FFN neurons"):
+        prune_ffn(model, {1: list(range(32))})
+    with pytest.raises(ValueError, match="layer 7 does not exist"):
+        prune_heads(model, {7: [0]})
+    with pytest.raises(ValueError, match="criterion"):
+        head_importance(model, criterion="random")
+    with pytest.raises(ValueError, match="criterion"):
+        ffn_importance(model, criterion="taylor")
+    with pytest.raises(ValueError, match="head_keep"):
+        check_keep_fraction("head_keep", 0.05, 72, 6, "heads")
+    with pytest.raises(ValueError, match="head_keep"):
+        check_keep_fraction("head_keep", 1.5, 72, 6, "heads")
+    assert check_keep_fraction("head_keep", 0.5, 72, 6, "heads") == 36
+    with pytest.raises(ValueError, match="layers_removed: 6"):
+        check_layers_removed(6, 6)
+    with pytest.raises(ValueError, match="criterion"):
+        layers_by_criterion("random", 1, 6, {"angular": [0] * 6})
+    assert layer_shapes(model) == [{"heads": 4, "ffn": 32}] * 3  # nothing was changed by the refused calls
+
+
+def test_layer_similarity_matches_the_hidden_states_and_ignores_padding(tiny_classifier, token_batches):
+    model = tiny_classifier(layers=3)
+    batches = token_batches(2)
+
+    def run(batch):
+        model(batch[0])
+        return batch[0].ne(0)
+
+    with torch.inference_mode():
+        sim = layer_similarity(encoder_layers(model), run, batches)
+        ref_bi, ref_ang, n = [0.0] * 3, [0.0] * 3, 0
+        for x, _ in batches:
+            hs = model.encoder(input_ids=x, attention_mask=x.ne(0).long(), output_hidden_states=True).hidden_states
+            m = x.ne(0)
+            for i in range(3):
+                cos = torch.nn.functional.cosine_similarity(hs[i][m], hs[i + 1][m], dim=-1).clamp(-1, 1)
+                ref_bi[i] += float((1 - cos).sum())
+                ref_ang[i] += float(torch.arccos(cos).sum() / torch.pi)
+            n += int(m.sum())
+    assert sim["tokens"] == n
+    assert sim["block_influence"] == pytest.approx([v / n for v in ref_bi], rel=1e-5)
+    assert sim["angular"] == pytest.approx([v / n for v in ref_ang], rel=1e-5)
+    x = torch.randn(2, 5, 8)
+    assert block_angular(x, 2 * x) == pytest.approx(0.0, abs=1e-3)
+    assert block_angular(x, -x) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_layers_by_criterion():
+    scores = {"block_influence": [0.3, 0.1, 0.2, 0.05, 0.4], "angular": [0.3, 0.2, 0.1, 0.15, 0.4]}
+    assert layers_by_criterion("block_influence", 2, 5, scores) == [1, 3]
+    assert layers_by_criterion("angular", 2, 5, scores) == [2, 3]
+    assert layers_by_criterion("last", 2, 5) == [3, 4]
+    assert layers_by_criterion("contiguous", 2, 5, scores) == [2, 3]
+    assert layers_by_criterion("block_influence", 2, 5, {"block_influence": [0.0, 0.1, 0.2, 0.3, 0.4]},
+                               keep_first=True) == [1, 2]
+    assert layers_by_criterion("last", 0, 5) == []
+
+
+def test_pruned_and_trimmed_model_reloads_in_a_fresh_process(tiny_classifier, token_batches, tmp_path):
+    model = tiny_classifier(layers=3, heads=4, ffn=32)
+    prune_heads(model, {0: [0], 1: [1, 2, 3], 2: [2]})
+    prune_ffn(model, {0: list(range(10)), 2: [0, 31]})
+    model = keep_layers(model, [0, 2])
+    x, _ = token_batches(1)[0]
+    path = save_text_model(tmp_path / "m.pt", model)
+    torch.save({"x": x, "logits": model(x).detach()}, tmp_path / "ref.pt")
+    code = (
+        "import torch; from coursekit.textmodels import load_text_model\n"
+        f"m, _ = load_text_model({str(path)!r})\n"
+        f"ref = torch.load({str(tmp_path / 'ref.pt')!r}, weights_only=True)\n"
+        "with torch.inference_mode(): assert torch.equal(m(ref['x']), ref['logits']), 'logits differ'\n"
+        "assert torch.load(" + repr(str(path)) + ", weights_only=True)['layer_shapes'] == "
+        "[{'heads': 3, 'ffn': 22}, {'heads': 3, 'ffn': 30}]\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+    reloaded, _ = load_text_model(path)
+    assert layer_shapes(reloaded) == layer_shapes(model)
+
+
+def test_reshape_layers_refuses_a_wrong_layer_count(tiny_classifier):
+    with pytest.raises(ValueError, match="3 layers"):
+        reshape_layers(tiny_classifier(layers=3), [{"heads": 1, "ffn": 4}])
+
+
+def test_exercise_checkers_accept_the_solution_and_reject_a_wrong_one():
+    def rows(w, b, keep, d):
+        idx = torch.tensor([j * d + t for j in keep for t in range(d)])
+        return w[idx], b[idx]
+
+    assert checks.check_keep_head_rows(rows)
+    with pytest.raises(AssertionError):
+        checks.check_keep_head_rows(lambda w, b, keep, d: (w[: len(keep) * d], b[: len(keep) * d]))
+    assert checks.check_keep_head_columns(lambda w, keep, d: w[:, [j * d + t for j in keep for t in range(d)]])
+    with pytest.raises(AssertionError):
+        checks.check_keep_head_columns(lambda w, keep, d: w[:, : len(keep) * d])
+
+    def bi(a, b, m):
+        return float(1 - torch.nn.functional.cosine_similarity(a[m.bool()], b[m.bool()], dim=-1).mean())
+
+    assert checks.check_block_influence(bi)
+    with pytest.raises(AssertionError):
+        checks.check_block_influence(lambda a, b, m: float(1 - torch.nn.functional.cosine_similarity(a, b, dim=-1).mean()))
