@@ -218,13 +218,22 @@ def cmd_report(args) -> int:
     table = ledger_table(records)
     written = []
     if getattr(args, "plots", True):
-        from .plots import pareto_plots
+        import re
 
-        fig = pareto_plots(records)
-        written.append(run_dir / "pareto.png")
-        fig.savefig(written[-1], dpi=110)
+        import matplotlib.pyplot as plt
+
+        from .plots import group_by_task, pareto_plots
+
+        for key, group in group_by_task(records).items():  # one front per task: accuracies of different tasks differ
+            per = "sequence" if group[0].get("task") else "image"
+            fig = pareto_plots(group, per=per)
+            fig.suptitle(f"task: {key}", fontsize=10)
+            fig.tight_layout()
+            written.append(run_dir / f"pareto_{re.sub(r'[^A-Za-z0-9_.-]+', '_', key).strip('_')}.png")
+            fig.savefig(written[-1], dpi=110)
+            plt.close(fig)
     (run_dir / "summary.md").write_text(f"# Run {run_dir.name}\n\n{table}\n" +
-                                        "".join(f"\n![Pareto plots]({p.name})\n" for p in written), encoding="utf-8")
+                                        "".join(f"\n![Pareto plots, {p.stem}]({p.name})\n" for p in written), encoding="utf-8")
     print(table)
     print(f"\nsummary: {run_dir / 'summary.md'}" + "".join(f"\nplots: {p}" for p in written))
     return 0

@@ -58,6 +58,25 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def task_key(record: dict) -> str:
+    """What a record's accuracy is measured on, so that only comparable records share a Pareto front: Part 2's
+    ``task`` ("sst2", ...), else the dataset with its class subset when a chapter chose one (06's target classes)."""
+    if record.get("task"):
+        return str(record["task"])
+    classes = (record.get("extra") or {}).get("target_classes")
+    return f"{record['dataset']}[{','.join(classes)}]" if classes else str(record["dataset"])
+
+
+def group_by_task(records: list[dict]) -> dict[str, list[dict]]:
+    """{task_key: records with an accuracy}, in order of first appearance (records without accuracy, such as a
+    language model's perplexity records, have no accuracy front and are left out)."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("accuracy") is not None:
+            groups.setdefault(task_key(r), []).append(r)
+    return groups
+
+
 def pareto_plots(records: list[dict], front_of: list[dict] | None = None, label_front: bool = True,
                  per: str = "image"):
     """Test accuracy against MACs, CPU latency (the largest ``cpu_b*`` batch) and gzip size, one point per

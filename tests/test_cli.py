@@ -93,7 +93,7 @@ def test_runner_sweep_resume_and_report(tmp_path, capsys):
         assert (sub / "00_first.ipynb").exists() and _count(sub, "00_first") == 1
     summary = (run / "summary.md").read_text()
     assert "| run |" in summary and "temperature=2" in summary and "temperature=8" in summary
-    assert (run / "pareto.png").stat().st_size > 1000
+    assert (run / "pareto_cifar10.png").stat().st_size > 1000 and "pareto_cifar10.png" in summary
 
     # resume: the finished notebooks are skipped; a changed parameter runs again
     assert cli.main(args + ["--resume"]) == 0
@@ -141,6 +141,18 @@ def test_bad_runner_arguments_are_refused_before_anything_runs(tmp_path, capsys,
                     if "--resume" not in args else ["run", "--notebook-dir", str(books), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_one_pareto_front_per_task():
+    from coursekit.plots import group_by_task
+
+    recs = [{"dataset": "cifar10", "accuracy": 0.7, "extra": {}},
+            {"dataset": "cifar10", "accuracy": 0.9, "extra": {"target_classes": ["dog", "ship"]}},
+            {"dataset": "sst2", "task": "sst2", "accuracy": 0.87, "extra": {}},
+            {"dataset": "wikitext2", "task": "wikitext2", "accuracy": None, "perplexity": 36.2, "extra": {}}]
+    groups = group_by_task(recs)
+    assert list(groups) == ["cifar10", "cifar10[dog,ship]", "sst2"]
+    assert all(len(g) == 1 for g in groups.values())
 
 
 def test_pareto_front_keeps_only_undominated_points():
