@@ -18,12 +18,15 @@ $(STAMP): pyproject.toml requirements-models.txt
 course: $(STAMP)
 	$(VENV)/bin/coursekit run --profile $(PROFILE)
 
-## test: unit tests, then notebook tests (nbval lax + papermill, smoke profile)
+# executed as committed by nbval; every other chapter runs once, with non-default parameters, in tests/test_notebooks.py
+NBVAL_NOTEBOOKS := notebooks/00_baseline.ipynb notebooks/01_transfer_learning.ipynb notebooks/02_knowledge_distillation.ipynb
+
+## test: unit tests, then notebook tests (papermill with non-default parameters + nbval lax, smoke profile; each notebook once)
 test: $(STAMP)
 	$(PY) -m pytest -q --timeout=1200 tests
 	runs=$$(mktemp -d) && COURSEKIT_PROFILE=smoke COURSEKIT_RUNS_BASE=$$runs $(PY) -m pytest -q --nbval-lax \
 		--nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		-p no:cacheprovider notebooks; \
+		-p no:cacheprovider $(NBVAL_NOTEBOOKS); \
 		status=$$?; rm -rf $$runs; exit $$status
 
 ## test-fast: the unit tests alone (no notebook executed, no real model loaded), for the edit loop

@@ -1,6 +1,11 @@
 """Notebook contract tests: one parameters cell of plain literals, papermill smoke runs with
 non-default parameters that must reach the ledger, clear errors for bad parameters, and
-committed outputs from a real run. nbval (lax) runs separately from the Makefile."""
+committed outputs from a real run.
+
+`make test` executes every notebook once: the chapters with parameters of their own (CHAPTER_PARAMS) run here
+through papermill with non-default values; the others (NBVAL_NOTEBOOKS, listed in the Makefile too) run as
+committed, with default parameters, under nbval (lax) from the Makefile. Cells marked NBVAL_CHECK_OUTPUT are
+compared with the committed output in both paths."""
 
 import ast
 import json
@@ -53,6 +58,26 @@ def test_committed_notebook_has_outputs_of_a_real_run(path):
     assert profile in ("cpu", "gpu"), f"committed outputs come from the cpu or gpu profile, not {profile!r}"
 
 
+NBVAL_NOTEBOOKS = ("00_baseline", "01_transfer_learning", "02_knowledge_distillation")
+
+
+def _sanitize(text: str) -> str:
+    """The replacements of tests/nbval_sanitize.cfg (timings, addresses, paths), as nbval applies them."""
+    import configparser
+    import re
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).with_name("nbval_sanitize.cfg"))
+    for section in cfg.sections():
+        text = re.sub(cfg[section]["regex"], cfg[section]["replace"], text)
+    return text
+
+
+def _checked_outputs(cells) -> list[str]:
+    return [_sanitize("".join(o.get("text", "") for o in c.outputs if o.output_type == "stream"))
+            for c in cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+
+
 def _run(path, tmp_path, **params):
     import papermill as pm
 
@@ -102,13 +127,24 @@ CHAPTER_PARAMS = {
 }
 
 
+def test_make_test_executes_every_notebook_once():
+    """Each notebook gets exactly one smoke run with the committed parameters or the chapter's own (papermill here,
+    nbval from the Makefile); other tests run 00 and 01 on other inputs (an image folder, planted ImageNet weights)."""
+    stems = {p.stem for p in NOTEBOOKS}
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    in_make = {s for s in stems if f"notebooks/{s}.ipynb" in makefile}
+    assert in_make == set(NBVAL_NOTEBOOKS), "the Makefile's nbval list and NBVAL_NOTEBOOKS agree"
+    assert set(CHAPTER_PARAMS) | set(NBVAL_NOTEBOOKS) == stems and not set(CHAPTER_PARAMS) & set(NBVAL_NOTEBOOKS)
+
+
 @needs_cifar
 @pytest.mark.notebook
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem in CHAPTER_PARAMS], ids=lambda p: p.stem)
 def test_papermill_smoke_run_with_non_default_parameters(path, tmp_path):
     run_dir = tmp_path / "run"
-    params, expect = CHAPTER_PARAMS.get(path.stem, ({}, None))
-    _run(path, tmp_path, profile="smoke", seed=7, run_dir=str(run_dir), data_dir=cifar_data_dir(), **params)
+    params, expect = CHAPTER_PARAMS[path.stem]
+    out = _run(path, tmp_path, profile="smoke", seed=7, run_dir=str(run_dir), data_dir=cifar_data_dir(), **params)
+    assert _checked_outputs(_cells(out)) == _checked_outputs(_cells(path)), "NBVAL_CHECK_OUTPUT cells as committed"
     records = read_ledger(run_dir, notebook=path.stem)
     assert records, "the notebook appended to the ledger"
     for r in records:
