@@ -18,6 +18,7 @@ import ast
 import datetime as dt
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,8 @@ from pathlib import Path
 from .ledger import ledger_table, read_ledger
 from .session import REPO_ROOT
 
-__all__ = ["main", "list_notebooks", "parse_param", "parse_sweep", "parse_shard", "plan_jobs", "read_run_ledgers"]
+__all__ = ["main", "list_notebooks", "parse_param", "parse_sweep", "parse_shard", "shard_from_scheduler", "plan_jobs",
+           "read_run_ledgers"]
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 MANIFEST = "executed.json"  # per run dir: notebook stem -> {"params", "source_sha256", "seconds"} of successful runs
@@ -76,6 +78,31 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if not 0 <= i < n:
         raise ValueError(f"--shard: {text!r} is not allowed; need 0 <= i < n, e.g. 0/2 and 1/2")
     return i, n
+
+
+def shard_from_scheduler(environ=None) -> tuple[tuple[int, int], str] | None:
+    """The shard of this task of a job array, from the scheduler's environment: ((i, n), where), or None outside an
+    array. SLURM: SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT (and SLURM_ARRAY_TASK_MIN, so --array=1-3 works);
+    Grid Engine: SGE_TASK_ID, SGE_TASK_FIRST, SGE_TASK_LAST, SGE_TASK_STEPSIZE."""
+    env = os.environ if environ is None else environ
+    try:
+        if env.get("SLURM_ARRAY_TASK_COUNT"):
+            step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
+            i = (int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN") or 0)) // step
+            found = (i, int(env["SLURM_ARRAY_TASK_COUNT"])), "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT"
+        elif env.get("SGE_TASK_ID") and env.get("SGE_TASK_ID") != "undefined":
+            first, last = int(env["SGE_TASK_FIRST"]), int(env["SGE_TASK_LAST"])
+            step = int(env.get("SGE_TASK_STEPSIZE") or 1)
+            found = ((int(env["SGE_TASK_ID"]) - first) // step, (last - first) // step + 1), "SGE_TASK_ID"
+        else:
+            return None
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"--shard: the job array's environment is incomplete or malformed ({err}); "
+                         "give --shard i/n explicitly") from None
+    (i, n), where = found
+    if not 0 <= i < n:
+        raise ValueError(f"--shard: the job array's environment gives task {i} of {n} ({where}); give --shard i/n")
+    return (i, n), where
 
 
 def plan_jobs(run_dir: Path, params: dict, sweep: tuple[str, list] | None, shard: tuple[int, int]) -> list[tuple[Path, dict]]:
@@ -180,6 +207,12 @@ def cmd_run(args) -> int:
     if sweep and sweep[0] in params:
         raise ValueError(f"--sweep {sweep[0]}: the same parameter is also given with -p")
     shard = parse_shard(args.shard)
+    if args.shard is None and sweep is not None:
+        from_array = shard_from_scheduler()
+        if from_array is not None:
+            shard, where = from_array
+            args.shard = f"{shard[0]}/{shard[1]}"
+            print(f"shard {args.shard} taken from the job array ({where})")
     _check_params(books, list(params) + ([sweep[0]] if sweep else []))
     if args.resume and not args.run_dir:
         raise ValueError("--resume needs --run-dir (the run to resume)")
@@ -266,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--sweep", metavar="NAME=V1,V2,...", help="one run per value, in RUN_DIR/NAME=VALUE, side by side in the summary")
     run.add_argument("--run-dir", help="default: runs/<timestamp>")
     run.add_argument("--resume", action="store_true", help="skip notebooks already executed successfully with the same parameters")
-    run.add_argument("--shard", metavar="I/N", help="run only the sweep runs j with j %% N == I (0 <= I < N)")
+    run.add_argument("--shard", metavar="I/N", help="run only the sweep runs j with j %% N == I (0 <= I < N); "
+                     "default inside a SLURM or Grid Engine job array: this task's index and the array's size")
     run.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's, in this environment)")
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="print the summary table of a run dir's ledger and write the Pareto plots")

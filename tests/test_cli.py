@@ -160,3 +160,39 @@ def test_pareto_front_keeps_only_undominated_points():
 
     pts = [(10, 0.9), (5, 0.8), (6, 0.7), (1, 0.5), (5, 0.85)]
     assert pareto_front(pts) == [3, 4, 0]
+
+
+def test_shard_from_a_slurm_or_grid_engine_array():
+    assert cli.shard_from_scheduler({}) is None
+    assert cli.shard_from_scheduler({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3"})[0] == (2, 3)
+    # sbatch --array=1-3: ids 1..3, min 1
+    assert cli.shard_from_scheduler({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3",
+                                     "SLURM_ARRAY_TASK_MIN": "1"})[0] == (0, 3)
+    # qsub -t 1-5:2 (tasks 1, 3, 5)
+    assert cli.shard_from_scheduler({"SGE_TASK_ID": "5", "SGE_TASK_FIRST": "1", "SGE_TASK_LAST": "5",
+                                     "SGE_TASK_STEPSIZE": "2"})[0] == (2, 3)
+    assert cli.shard_from_scheduler({"SGE_TASK_ID": "undefined"}) is None
+    with pytest.raises(ValueError, match="--shard"):
+        cli.shard_from_scheduler({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "3"})
+    with pytest.raises(ValueError, match="task 4 of 3"):
+        cli.shard_from_scheduler({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "3"})
+
+
+@pytest.mark.notebook
+def test_a_three_task_slurm_array_runs_one_sweep_value_each_and_merges(tmp_path, capsys, monkeypatch):
+    books, run = _tiny_course(tmp_path), tmp_path / "run"
+    args = ["run", "--notebook-dir", str(books), "--profile", "smoke", "--sweep", "temperature=2,4,8",
+            "--run-dir", str(run)]
+    for task in range(3):  # what sbatch --array=0-2 would start, one after the other here
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(task))
+        monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+        assert cli.main(args) == 0
+        out = capsys.readouterr().out
+        assert f"shard {task}/3 taken from the job array" in out
+        done = {p.name for p in run.iterdir() if (p / "ledger.jsonl").exists()}
+        assert len(done) == task + 1, "each task ran exactly one sweep value"
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_COUNT")
+    assert cli.main(["report", str(run)]) == 0
+    summary = (run / "summary.md").read_text()
+    assert all(f"temperature={v}" in summary for v in (2, 4, 8)), "the merged summary holds all three runs"
