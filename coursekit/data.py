@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .files import save_torch_atomic
+
 __all__ = [
     "DataSplits",
     "Batches",
@@ -120,10 +122,7 @@ def _cached(key: str, build) -> dict:
     if path.exists():
         return torch.load(path, weights_only=True)
     data = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(data, tmp)
-    os.replace(tmp, path)  # atomic: a half-written cache is never read
+    save_torch_atomic(data, path)  # a half-written cache is never read
     return data
 
 

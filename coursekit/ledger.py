@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 
+from .files import append_line
+
 __all__ = ["LEDGER_FIELDS", "OPTIONAL_FIELDS", "validate_record", "append_record", "read_ledger", "ledger_table", "latency_keys",
            "relative_table", "headline"]
 
@@ -60,13 +62,9 @@ def validate_record(record: dict) -> dict:
 
 
 def append_record(run_dir: str | os.PathLike, record: dict) -> Path:
-    """Validate ``record`` and append it as one line to ``<run_dir>/ledger.jsonl``."""
+    """Validate ``record`` and append it as one line to ``<run_dir>/ledger.jsonl`` (main process only)."""
     validate_record(record)
-    path = Path(run_dir) / "ledger.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-    return path
+    return append_line(Path(run_dir) / "ledger.jsonl", json.dumps(record, sort_keys=True))
 
 
 def read_ledger(run_dir: str | os.PathLike, latest: bool = False, **where) -> list[dict]:

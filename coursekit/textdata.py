@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .data import cache_dir, default_data_dir
+from .files import save_torch_atomic
 
 __all__ = ["TextTask", "TASKS", "TextSplit", "TextSplits", "read_task_file", "load_text_task", "subset_per_class",
            "TextBatches", "pad_batch", "check_task"]
@@ -138,10 +139,7 @@ def _tokenise_cached(path: Path, tokenizer, max_length: int) -> dict:
         offsets = [0]
         for seq in enc:
             offsets.append(offsets[-1] + len(seq))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"flat": flat, "offsets": torch.tensor(offsets)}, tmp)
-        os.replace(tmp, cache)  # atomic: a parallel run never reads half a file
+        save_torch_atomic({"flat": flat, "offsets": torch.tensor(offsets)}, cache)  # a parallel run never reads half a file
     ids = [flat[offsets[i]:offsets[i + 1]] for i in range(len(texts))]
     return {"texts": texts, "labels": labels, "ids": ids}
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .files import save_torch_atomic
 from .textprune import layer_shapes, reshape_layers
 
 __all__ = ["POOLINGS", "TextClassifier", "masked_mean", "parameters_by_part", "keep_layers", "alternate_layers",
@@ -146,16 +147,11 @@ def save_text_model(path: str | os.PathLike, model: TextClassifier, metrics: dic
     head count and FFN width (``textprune.layer_shapes``: a pruned model's layers differ from the config and from
     each other), pooling, pad id, number of classes and the state dict. Loads with
     ``torch.load(weights_only=True)``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"encoder_config": model.encoder.config.to_dict(), "layer_shapes": layer_shapes(model),
                "num_classes": model.num_classes,
                "pooling": model.pooling, "pad_id": model.pad_id, "metrics": dict(metrics or {}),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_torch_atomic(payload, path)
 
 
 def load_text_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TextClassifier, dict]:

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import shard_of_batch, world, wrap_for_training
 from .env import autocast_dtype
+from .files import save_torch_atomic
 from .models import model_from_spec, removed_modules, reshape_to_state_dict
 
 __all__ = [
@@ -144,6 +146,10 @@ def fit(
         log_dir: when given, scalars are written there for TensorBoard.
         on_step: ``on_step(step, total_steps, model)`` called after every optimizer step
             (1-based step), e.g. ``coursekit.prune.AGPSchedule`` raising the sparsity.
+
+    Under ``torchrun`` (process group initialised, e.g. by ``coursekit.distributed.init_distributed``) the model is
+    wrapped in DistributedDataParallel and each process trains on its slice of every batch: the same steps as one
+    process on the whole batch. Only rank 0 shows progress and writes TensorBoard logs.
     Returns:
         {"epoch", "train_loss", "train_acc", "val_acc", "lr", "time_s"}: lists, one entry per epoch.
     """
@@ -167,8 +173,11 @@ def fit(
             logits = m(x)
             return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing), logits
 
+    rank, world_size = world()  # under torchrun: DDP, each process on its slice of every batch (coursekit.distributed)
+    trainer = wrap_for_training(model)
+    progress = progress and rank == 0
     writer = None
-    if log_dir is not None:
+    if log_dir is not None and rank == 0:
         try:
             from torch.utils.tensorboard import SummaryWriter  # optional extra: tensorboard
         except ImportError as err:
@@ -187,10 +196,12 @@ def fit(
         correct = torch.zeros((), device=device)
         seen = 0
         for x, y in train_batches:
+            if world_size > 1:
+                x, y = shard_of_batch(x, y)
             if not channels_last:
                 x = x.contiguous()
             with _autocast(device, dtype):
-                loss, logits = loss_fn(model, x, y)
+                loss, logits = loss_fn(trainer, x, y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -205,6 +216,10 @@ def fit(
             bar.update(1)
             if step % 20 == 0 or step == steps:  # reading the loss syncs the device: not every step
                 bar.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
+        if world_size > 1:  # the epoch's loss and accuracy over every process's slices
+            totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
+            torch.distributed.all_reduce(totals)
+            loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
         history["epoch"].append(epoch)
         history["train_loss"].append(loss_sum.item() / max(seen, 1))
         history["train_acc"].append(correct.item() / max(seen, 1))
@@ -268,22 +283,17 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, spec: dict, confi
     tensor shapes in the state dict and the names of modules replaced by ``nn.Identity`` are its
     architecture, and ``load_checkpoint`` rebuilds exactly that. Pruning masks must be made
     permanent first (``coursekit.prune.make_permanent``).
-    config: the training config (plain JSON-able values). Written atomically.
+    config: the training config (plain JSON-able values). Written atomically, by the main process only.
     """
     masked = [k for k in model.state_dict() if k.endswith("_mask")]
     if masked:
         raise ValueError(f"model still has pruning masks ({masked[0]}, ...): call coursekit.prune.make_permanent(model) "
                          "before saving, so the checkpoint holds ordinary weights")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"spec": json.loads(json.dumps(spec)), "config": json.loads(json.dumps(config or {})),
                "metrics": json.loads(json.dumps(metrics or {})), "state_dict": state,
                "removed": removed_modules(model, spec)}
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_torch_atomic(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

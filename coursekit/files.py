@@ -1,0 +1,37 @@
+"""Files the course writes: atomically (a reader never sees half a checkpoint) and only in the main process (under
+torchrun every process holds the same model; rank 0 alone writes it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .distributed import is_main
+
+__all__ = ["save_torch_atomic", "append_line"]
+
+
+def save_torch_atomic(payload, path: str | os.PathLike) -> Path:
+    """``torch.save(payload)`` to a temporary file beside ``path``, then renamed over it; skipped (path returned)
+    in processes other than the main one."""
+    path = Path(path)
+    if not is_main():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def append_line(path: str | os.PathLike, line: str) -> Path:
+    """Append one line of text to ``path`` (created with its folder when absent); main process only."""
+    path = Path(path)
+    if not is_main():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line.rstrip("\n") + "\n")
+    return path
