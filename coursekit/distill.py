@@ -15,7 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .env import autocast_dtype
 from .metrics import count_params
+from .models import model_from_spec
+from .textdata import TextBatches
+from .train import _autocast, decay_groups, fit
 
 __all__ = ["soft_targets", "kd_loss", "kd_loss_fn", "check_teacher_student", "FeatureHint", "train_student",
            "hidden_state_loss", "CachedTeacherLogits", "text_kd_loss_fn"]
@@ -160,8 +164,6 @@ def train_student(spec: dict, train_batches, *, epochs: int, lr: float, seed: in
     Returns (student in eval mode, history from ``fit``). Same seed, same init and
     batch order, so a scratch and a distilled student differ only in the loss.
     """
-    from .models import model_from_spec
-    from .train import decay_groups, fit
 
     torch.manual_seed(seed)
     student = model_from_spec(spec).to(device)
@@ -223,9 +225,6 @@ class CachedTeacherLogits:
 
     def __init__(self, teacher: nn.Module, split, pad_id: int, batch_size: int = 128, amp: str = "auto",
                  hidden_layers=()):
-        from .env import autocast_dtype
-        from .textdata import TextBatches
-        from .train import _autocast
 
         self.pad_id, self.hidden_layers = pad_id, tuple(hidden_layers)
         device = next(teacher.parameters()).device

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from .env import autocast_dtype
+from .train import fit
 
 __all__ = ["RECIPE_VERSION", "Recipe"]
 
@@ -80,7 +81,6 @@ class Recipe:
         ``loss_fn``, ``params`` and ``on_step`` change what is trained: a caller that passes them must describe
         them in ``data`` (or another field) when the result is cached.
         """
-        from .train import fit
 
         for name, p in model.named_parameters():
             if any(name.startswith(prefix) for prefix in self.frozen):

@@ -18,11 +18,14 @@ import torch
 from . import data as _data
 from .env import environment_report, pick_device, seed_everything
 from .ledger import append_record
-from .metrics import model_record
+from .llm import linear_macs_per_token
+from .metrics import compare_latency, model_record
 from .models import model_from_spec
 from .profiles import Profile, resolve_profile
+from .prune import detach_masked_weights
 from .recipe import Recipe
-from .train import fit, train_or_load
+from .textdata import TextBatches, load_text_task
+from .train import evaluate, fit, train_or_load
 
 __all__ = ["Session", "start_session", "resolve_run_dir", "TEXT_DATASETS"]
 
@@ -107,8 +110,6 @@ class Session:
         peak learning rate scaled by ``finetune_lr_factor`` (the weights are already good; a full-size
         step would undo them), batch order from ``seed``. ``loss_fn`` (e.g. KD) and ``on_step`` (e.g.
         AGP) go to ``fit``. Returns the history."""
-        from .prune import detach_masked_weights
-
         P = self.profile
         history = fit(model, self.batches(splits, "train", seed=seed), epochs=epochs, lr=P.lr * P.finetune_lr_factor,
                       weight_decay=P.weight_decay, label_smoothing=P.label_smoothing, amp=P.amp,
@@ -119,8 +120,6 @@ class Session:
 
     def accuracy(self, model, splits: _data.DataSplits, split: str = "test") -> float:
         """Accuracy of ``model`` on ``split`` (test by default), with flip TTA when the profile says so."""
-        from .train import evaluate
-
         return evaluate(model, self.batches(splits, split), amp=self.profile.amp, tta=self.profile.tta)["accuracy"]
 
     def base_config(self, splits: _data.DataSplits, spec: dict | None = None, epochs: int | None = None) -> dict:
@@ -179,8 +178,6 @@ class Session:
         arguments of ``record`` (model, stage, name, accuracy, extra, seed). Their latencies are measured side
         by side in ``rounds`` interleaved rounds (``metrics.compare_latency``), so that drift of the machine
         between the measurements does not masquerade as a speedup. Returns {name: record}."""
-        from .metrics import compare_latency
-
         P = self.profile
         models = {e["name"]: e["model"] for e in entries}
         if len(models) != len(entries):
@@ -215,8 +212,6 @@ class Session:
     def text_data(self, tokenizer, task: str | None = None):
         """``textdata.load_text_task`` of ``task`` (default: the session's dataset) with the profile's length and
         limits and this session's seed and data dir."""
-        from .textdata import load_text_task
-
         P = self.profile
         return load_text_task(task or self.dataset, tokenizer, data_dir=self.data_dir, max_length=P.text_max_length,
                               seed=self.seed, test_limit=P.text_test_limit, train_limit=P.text_train_limit)
@@ -224,8 +219,6 @@ class Session:
     def text_batches(self, split, pad_id: int, *, train: bool = False, batch_size: int | None = None,
                      seed: int | None = None):
         """``TextBatches`` on the session's device: shuffled and bucketed for training, sorted by length otherwise."""
-        from .textdata import TextBatches
-
         bs = batch_size or (self.profile.text_batch_size if train else 128)
         return TextBatches(split, bs, pad_id=pad_id, shuffle=train, seed=self.seed if seed is None else seed,
                            device=self.device, drop_last=False)
@@ -233,8 +226,6 @@ class Session:
     def text_recipe(self, *, epochs: int, lr: float, batch_size: int, seed: int | None = None, frozen=(), data=None,
                     weight_decay: float = 0.01):
         """A ``Recipe`` for text models: AdamW, one-cycle, the profile's autocast resolved on this machine."""
-        from .recipe import Recipe
-
         return Recipe(epochs=epochs, lr=lr, batch_size=batch_size, seed=self.seed if seed is None else seed,
                       weight_decay=weight_decay, amp=Recipe.resolve_amp(self.profile.amp, self.device),
                       frozen=tuple(frozen), data=dict(data or {}))
@@ -263,7 +254,7 @@ class Session:
         (token embeddings frozen): 07_transformer_transfer's "finetune" model and 08's teacher. Reused from the
         run dir when a model was trained with the same recipe (same data, schedule, seed, autocast and source),
         else built with ``build()``, trained and saved. Returns (model in eval mode, info, reused flag)."""
-        from .textmodels import train_or_load_text
+        from .textmodels import train_or_load_text  # lazily: it imports transformers, which Part 1 never needs
 
         P = self.profile
         recipe = self.text_recipe(
@@ -283,8 +274,7 @@ class Session:
         Models with identical architectures (the same parameter names and shapes) do the same computation: one of
         them is timed and counted for all, and the others' ``extra["latency_measured_on"]`` names it.
         Returns {name: record}."""
-        from .metrics import compare_latency
-        from .textmodels import count_text_macs, text_input_fn
+        from .textmodels import count_text_macs, text_input_fn  # lazily, as above
 
         P = self.profile
         models = {e["name"]: e["model"] for e in entries}
@@ -325,8 +315,6 @@ class Session:
         ``latency_of`` (the name in ``latency`` whose measurement this model shares: ``llm.lm_latency`` times each
         distinct architecture once). Latency keys "cpu_prefill_s{P}" and "cpu_decode_tok"; ``macs`` per token
         of the linear layers (lm_head included, attention scores excluded). Returns {name: record}."""
-        from .llm import linear_macs_per_token
-
         out = {}
         for e in entries:
             lat = latency[e["latency_of"]]

@@ -23,8 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .env import autocast_dtype
 from .files import save_torch_atomic
+from .metrics import count_macs
 from .textprune import layer_shapes, reshape_layers
+from .train import _autocast
 
 __all__ = ["POOLINGS", "TextClassifier", "masked_mean", "parameters_by_part", "keep_layers", "alternate_layers",
            "save_text_model", "load_text_model", "text_input_fn", "count_text_macs", "time_layer_parts",
@@ -176,7 +179,6 @@ def count_text_macs(model: nn.Module, seq_len: int) -> int:
     """Multiply-accumulates of ``model`` (a TextClassifier) for one sequence of ``seq_len`` tokens, attention
     scores included: counted on a copy switched to eager attention, since FlopCounterMode does not see the CPU's
     fused scaled-dot-product kernel (it would count only the linear layers)."""
-    from .metrics import count_macs
 
     m = copy.deepcopy(model).float()
     m.encoder.set_attn_implementation("eager")
@@ -250,8 +252,6 @@ def train_or_load_text(run_dir: str | os.PathLike, name: str, recipe, build, tra
 def encoder_features(encoder: nn.Module, batches, pad_id: int, amp: str = "auto") -> tuple[dict, torch.Tensor]:
     """Frozen-encoder sentence features under every pooling, from one pass: ({"mean", "cls_pooler", "cls"}: (N, H)
     float32, labels (N,)), in the order of ``batches``. For linear probes (``coursekit.transfer.linear_probe``)."""
-    from .env import autocast_dtype
-    from .train import _autocast
 
     encoder.eval()
     device = next(encoder.parameters()).device

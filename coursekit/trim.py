@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .models import _set_module
+from .train import evaluate
 
 __all__ = [
     "residual_blocks", "removable_blocks", "remove_blocks", "check_blocks_to_remove", "blocks_to_drop",
@@ -169,7 +170,6 @@ def ablation_importance(model, batches, names=None, metric=None):
 
     metric: ``fn(model, batches) -> float`` (default: accuracy without TTA). One full evaluation per block.
     """
-    from .train import evaluate
 
     names = removable_blocks(model) if names is None else list(names)
     metric = metric or (lambda m, b: evaluate(m, b)["accuracy"])
