@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= auto
 
-.PHONY: course test test-fast lab student slides lint clean-venv
+.PHONY: course test test-fast lab student slides strip lint clean-venv
 
 $(STAMP): pyproject.toml requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ student: $(STAMP)
 ## slides: reveal.js slides of every notebook in slides/ (open slides/<notebook>.slides.html in a browser)
 slides: $(STAMP)
 	$(VENV)/bin/coursekit slides --out slides
+
+## strip: remove per-run metadata (papermill timestamps, durations) from the notebooks before committing them
+strip: $(STAMP)
+	$(VENV)/bin/coursekit strip
 
 ## lab: JupyterLab on the notebooks with this environment's kernel
 lab: $(STAMP)

@@ -289,6 +289,16 @@ def cmd_slides(args) -> int:
     return 0
 
 
+def cmd_strip(args) -> int:
+    from .editions import strip_notebooks
+
+    changed = strip_notebooks(_select(args.only, args.notebook_dir))
+    for path in changed:
+        print(f"stripped: {path}")
+    print(f"{len(changed)} notebook(s) changed")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coursekit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -316,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     sli.add_argument("--out", default=str(REPO_ROOT / "slides"))
     sli.add_argument("--only", nargs="+", metavar="NOTEBOOK")
     sli.set_defaults(func=cmd_slides)
-    for p in (run, stu, sli):
+    stp = sub.add_parser("strip", help="remove per-run metadata from the committed notebooks and name the course's kernel")
+    stp.add_argument("--only", nargs="+", metavar="NOTEBOOK")
+    stp.set_defaults(func=cmd_strip)
+    for p in (run, stu, sli, stp):
         p.add_argument("--notebook-dir", default=str(NOTEBOOK_DIR), help="where the NN_name.ipynb notebooks are")
     args = parser.parse_args(argv)
     try:

@@ -7,7 +7,12 @@
   ``metadata.slideshow.slide_type``; ``slide_types`` gives the default layout (title, section
   headings, figures) to cells that have none.
 
-Used by ``coursekit student`` / ``coursekit slides`` (``make student`` / ``make slides``).
+* Committed notebooks: ``strip_volatile_metadata`` drops what changes on every run without changing what the
+  notebook says (papermill's timestamps and durations, input and output paths), so a diff shows only what changed,
+  and names the course's kernel (``KERNEL``, the one ``make`` installs), so a student opening a notebook in
+  ``make lab`` gets this environment without choosing.
+
+Used by ``coursekit student`` / ``coursekit slides`` / ``coursekit strip`` (``make student`` / ``make slides``).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["exercise_stub", "student_edition", "write_student_editions", "slide_types", "build_slides"]
+__all__ = ["exercise_stub", "student_edition", "write_student_editions", "slide_types", "build_slides", "KERNEL",
+           "strip_volatile_metadata", "strip_notebooks"]
 
 SOLUTION_TAG = "solution"
+KERNEL = {"name": "coursekit", "display_name": "Python (coursekit)", "language": "python"}  # see the Makefile
 
 
 def exercise_stub(source: str) -> str:
@@ -109,3 +116,27 @@ def build_slides(notebooks, out_dir) -> list[Path]:
         dst.write_text(body, encoding="utf-8")
         written.append(dst)
     return written
+
+
+def strip_volatile_metadata(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """In place: remove papermill's per-run metadata (notebook and cells: timestamps, durations, paths; the
+    ``parameters`` it injected and the ``status`` of each cell are kept out too) and set the kernelspec to ``KERNEL``.
+    Outputs, execution counts and tags stay. Returns ``nb``."""
+    nb.metadata.pop("papermill", None)
+    nb.metadata["kernelspec"] = dict(KERNEL)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    return nb
+
+
+def strip_notebooks(paths) -> list[Path]:
+    """Strip every notebook in ``paths`` in place (``strip_volatile_metadata``); returns the paths changed."""
+    changed = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        before = nbformat.writes(nb)
+        if nbformat.writes(strip_volatile_metadata(nb)) != before:
+            nbformat.write(nb, path)
+            changed.append(Path(path))
+    return changed

@@ -85,3 +85,22 @@ def test_slides_build(tmp_path):
     assert main(["slides", "--out", str(tmp_path), "--only", "02"]) == 0
     html = (tmp_path / "02_knowledge_distillation.slides.html").read_text()
     assert "reveal" in html.lower() and "<section" in html
+
+
+def test_strip_volatile_metadata_keeps_outputs_and_names_the_kernel():
+    import nbformat
+
+    from coursekit.editions import KERNEL, strip_volatile_metadata
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(1)", execution_count=1,
+                                     outputs=[nbformat.v4.new_output("stream", text="1\n")])
+    cell.metadata["papermill"] = {"duration": 0.1, "start_time": "2026-01-01"}
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nb.metadata["papermill"] = {"duration": 3.0}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    strip_volatile_metadata(nb)
+    assert "papermill" not in nb.metadata and "papermill" not in nb.cells[0].metadata
+    assert nb.metadata["kernelspec"] == KERNEL and nb.cells[0].metadata["tags"] == ["parameters"]
+    assert nb.cells[0].outputs[0]["text"] == "1\n" and nb.cells[0].execution_count == 1

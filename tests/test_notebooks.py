@@ -78,6 +78,20 @@ def _checked_outputs(cells) -> list[str]:
             for c in cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_is_stripped_and_names_the_course_kernel(path):
+    """No per-run metadata (make strip), and the kernel the Makefile installs, so `make lab` opens it there."""
+    import re
+
+    from coursekit.editions import KERNEL
+
+    nb = nbformat.read(path, as_version=4)
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    assert re.search(rf"ipykernel install .*--name {KERNEL['name']} ", makefile), "the Makefile installs KERNEL"
+    assert nb.metadata["kernelspec"]["name"] == KERNEL["name"]
+    assert "papermill" not in nb.metadata and not any("papermill" in c.metadata for c in nb.cells), "run make strip"
+
+
 def _run(path, tmp_path, **params):
     import papermill as pm
 
