@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["BasicBlock", "ResNetCifar", "resnet18_cifar", "build_model", "model_from_spec", "MODEL_NAMES",
-           "removed_modules", "reshape_to_state_dict"]
+           "removed_modules", "reshape_to_state_dict", "is_residual_block", "block_changes_shape",
+           "projection_shortcut", "stem_conv_bn", "set_module"]
 
 
 class BasicBlock(nn.Module):
@@ -157,6 +158,43 @@ def model_from_spec(spec: dict, **changes) -> nn.Module:
     return build_model(kwargs.pop("name"), **kwargs)
 
 
+# ----------------------------------------------------------------------------- ResNet anatomy
+# One place for what pruning (04), trimming (05) and checkpoints need to know about a ResNet with BasicBlocks,
+# coursekit's ResNetCifar and torchvision's resnet18/34 alike.
+
+def is_residual_block(module: nn.Module) -> bool:
+    """A BasicBlock (coursekit's or torchvision's): conv1, bn1, conv2, bn2 and a shortcut."""
+    return all(hasattr(module, a) for a in ("conv1", "bn1", "conv2", "bn2"))
+
+
+def block_changes_shape(block: nn.Module) -> bool:
+    """True when the block's output differs from its input in shape (a stride or a channel change): such a block
+    cannot be replaced by the identity, and its shortcut is a 1x1 projection."""
+    return block.conv1.stride != (1, 1) or block.conv1.in_channels != block.conv2.out_channels
+
+
+def projection_shortcut(block: nn.Module) -> nn.Sequential | None:
+    """The block's 1x1 conv + BN shortcut (``shortcut`` in coursekit, ``downsample`` in torchvision), or None for
+    an identity shortcut."""
+    proj = getattr(block, "shortcut", None)
+    if proj is None:
+        proj = getattr(block, "downsample", None)
+    return proj if proj is not None and len(proj) > 0 else None
+
+
+def stem_conv_bn(model: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """(conv, bn) of the network's first layer: ``stem`` in ResNetCifar, ``conv1``/``bn1`` in torchvision."""
+    if hasattr(model, "stem"):
+        return model.stem[0], model.stem[1]
+    return model.conv1, model.bn1
+
+
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule called ``name`` (dotted) by ``new``, in place."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
 def removed_modules(model: nn.Module, spec: dict) -> dict[str, str]:
     """The modules of a fresh ``model_from_spec(spec)`` that ``model`` replaced: {name: "identity"} for a
     block removed by ``coursekit.trim.remove_blocks``, {name: "projection"} for a block reduced to its
@@ -168,14 +206,9 @@ def removed_modules(model: nn.Module, spec: dict) -> dict[str, str]:
             continue
         if isinstance(m, nn.Identity):
             out[name] = "identity"
-        elif isinstance(m, nn.Sequential) and hasattr(fresh[name], "conv1"):
+        elif isinstance(m, nn.Sequential) and is_residual_block(fresh[name]):
             out[name] = "projection"
     return out
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 @torch.no_grad()
@@ -190,8 +223,7 @@ def reshape_to_state_dict(model: nn.Module, state_dict: dict, removed=()) -> nn.
     removed = dict.fromkeys(removed, "identity") if isinstance(removed, (list, tuple)) else dict(removed)
     for name, kind in removed.items():
         block = model.get_submodule(name)
-        proj = getattr(block, "shortcut", None) or getattr(block, "downsample", None)
-        _set_module(model, name, proj if kind == "projection" else nn.Identity())
+        set_module(model, name, projection_shortcut(block) if kind == "projection" else nn.Identity())
     for name, m in list(model.named_modules()):
         w = state_dict.get(f"{name}.weight" if name else "weight")
         if w is None:
@@ -199,10 +231,10 @@ def reshape_to_state_dict(model: nn.Module, state_dict: dict, removed=()) -> nn.
         if isinstance(m, nn.Conv2d) and tuple(w.shape) != tuple(m.weight.shape):
             if m.groups != 1:
                 raise ValueError(f"{name}: grouped convolutions cannot be reshaped")
-            _set_module(model, name, nn.Conv2d(w.shape[1], w.shape[0], m.kernel_size, m.stride, m.padding, m.dilation,
+            set_module(model, name, nn.Conv2d(w.shape[1], w.shape[0], m.kernel_size, m.stride, m.padding, m.dilation,
                                                bias=m.bias is not None, padding_mode=m.padding_mode))
         elif isinstance(m, nn.BatchNorm2d) and w.shape[0] != m.num_features:
-            _set_module(model, name, nn.BatchNorm2d(w.shape[0], m.eps, m.momentum, m.affine, m.track_running_stats))
+            set_module(model, name, nn.BatchNorm2d(w.shape[0], m.eps, m.momentum, m.affine, m.track_running_stats))
         elif isinstance(m, nn.Linear) and tuple(w.shape) != tuple(m.weight.shape):
-            _set_module(model, name, nn.Linear(w.shape[1], w.shape[0], bias=m.bias is not None))
+            set_module(model, name, nn.Linear(w.shape[1], w.shape[0], bias=m.bias is not None))
     return model

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from .models import projection_shortcut, stem_conv_bn
+
 __all__ = [
     "magnitude_mask", "global_threshold", "prunable_layers", "prune_by_magnitude", "update_masks", "detach_masked_weights",
     "make_permanent", "sparsity_report", "sparse_state_dict_bytes", "agp_sparsity", "AGPSchedule", "sensitivity_scan",
@@ -325,18 +327,8 @@ class ChannelGroup:
 
 def _projection(block: nn.Module):
     """(conv, bn) of a block's 1x1 projection shortcut, or None for an identity shortcut."""
-    proj = getattr(block, "shortcut", None)
-    if proj is None:
-        proj = getattr(block, "downsample", None)
-    if proj is None or len(proj) == 0:
-        return None
-    return proj[0], proj[1]
-
-
-def _stem(model: nn.Module):
-    if hasattr(model, "stem"):  # coursekit ResNetCifar
-        return model.stem[0], model.stem[1]
-    return model.conv1, model.bn1  # torchvision ResNet
+    proj = projection_shortcut(block)
+    return None if proj is None else (proj[0], proj[1])
 
 
 def channel_groups(model: nn.Module, scope: str = "inner") -> dict[str, ChannelGroup]:
@@ -355,7 +347,7 @@ def channel_groups(model: nn.Module, scope: str = "inner") -> dict[str, ChannelG
     if not stages or not hasattr(model, "fc"):
         raise ValueError("channel_groups: expected a ResNet with layer1..layerN stages of residual blocks and an fc")
     inner, streams = {}, []
-    stream = ChannelGroup("stem.stream", "stream", [_stem(model)], [])
+    stream = ChannelGroup("stem.stream", "stream", [stem_conv_bn(model)], [])
     for sname, stage in stages:
         for i, block in enumerate(stage.children()):
             if isinstance(block, nn.Identity):

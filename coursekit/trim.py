@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from .models import _set_module
+from .models import block_changes_shape, is_residual_block, projection_shortcut, set_module
 from .train import evaluate
 
 __all__ = [
@@ -33,22 +33,14 @@ __all__ = [
 ]
 
 
-def _is_block(m: nn.Module) -> bool:
-    return all(hasattr(m, a) for a in ("conv1", "bn1", "conv2", "bn2"))
-
-
-def _changes_shape(block: nn.Module) -> bool:
-    return block.conv1.stride != (1, 1) or block.conv1.in_channels != block.conv2.out_channels
-
-
 def residual_blocks(model: nn.Module) -> list[str]:
     """Names of every residual block (coursekit BasicBlock or torchvision BasicBlock), in forward order."""
-    return [n for n, m in model.named_modules() if _is_block(m)]
+    return [n for n, m in model.named_modules() if is_residual_block(m)]
 
 
 def removable_blocks(model: nn.Module) -> list[str]:
     """The blocks whose output has their input's shape: replacing them by ``nn.Identity`` keeps the network valid."""
-    return [n for n in residual_blocks(model) if not _changes_shape(model.get_submodule(n))]
+    return [n for n in residual_blocks(model) if not block_changes_shape(model.get_submodule(n))]
 
 
 def remove_blocks(model: nn.Module, names, *, downsampling: str = "error") -> nn.Module:
@@ -68,7 +60,7 @@ def remove_blocks(model: nn.Module, names, *, downsampling: str = "error") -> nn
         raise ValueError(f"blocks: {names} names a block twice")
     if downsampling not in ("error", "projection"):
         raise ValueError(f"downsampling: unknown value {downsampling!r}; allowed: error, projection")
-    shaped = [n for n in names if _changes_shape(model.get_submodule(n))]
+    shaped = [n for n in names if block_changes_shape(model.get_submodule(n))]
     if shaped and downsampling == "error":
         raise ValueError(f"blocks: {shaped} change the tensor's shape (stride or channels) and cannot be replaced by the "
                          f"identity; removable blocks: {', '.join(removable_blocks(model))} "
@@ -77,12 +69,12 @@ def remove_blocks(model: nn.Module, names, *, downsampling: str = "error") -> nn
     for n in names:
         block = new.get_submodule(n)
         if n in shaped:
-            proj = getattr(block, "shortcut", None) or getattr(block, "downsample", None)
-            if proj is None or len(proj) == 0:
+            proj = projection_shortcut(block)
+            if proj is None:
                 raise ValueError(f"blocks: {n} changes the shape but has no projection to keep")
-            _set_module(new, n, proj)
+            set_module(new, n, proj)
         else:
-            _set_module(new, n, nn.Identity())
+            set_module(new, n, nn.Identity())
     return new
 
 

@@ -60,3 +60,20 @@ def test_model_from_spec_applies_changes_and_needs_a_name():
     assert m.config["width"] == 8 and m.fc.out_features == 3 and spec["width"] == 4
     with pytest.raises(ValueError, match="no 'name'"):
         model_from_spec({"width": 4})
+
+
+def test_resnet_anatomy_is_the_same_for_coursekit_and_torchvision_blocks():
+    from torchvision.models import resnet18
+
+    from coursekit.models import (block_changes_shape, is_residual_block, model_from_spec, projection_shortcut,
+                                  stem_conv_bn)
+
+    ours = model_from_spec({"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8})
+    tv = resnet18(weights=None)
+    for model, first, down in ((ours, "layer1.0", "layer2.0"), (tv, "layer1.0", "layer2.0")):
+        a, b = model.get_submodule(first), model.get_submodule(down)
+        assert is_residual_block(a) and is_residual_block(b) and not is_residual_block(model)
+        assert not block_changes_shape(a) and block_changes_shape(b)
+        assert projection_shortcut(a) is None and isinstance(projection_shortcut(b)[0], torch.nn.Conv2d)
+        conv, bn = stem_conv_bn(model)
+        assert isinstance(conv, torch.nn.Conv2d) and bn.num_features == conv.out_channels
