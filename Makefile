@@ -19,7 +19,7 @@ course: $(STAMP)
 	$(VENV)/bin/coursekit run --profile $(PROFILE)
 
 # executed as committed by nbval; every other chapter runs once, with non-default parameters, in tests/test_notebooks.py
-NBVAL_NOTEBOOKS := notebooks/00_baseline.ipynb notebooks/01_transfer_learning.ipynb notebooks/02_knowledge_distillation.ipynb
+NBVAL_NOTEBOOKS := notebooks/00_baseline.ipynb notebooks/02_knowledge_distillation.ipynb
 
 ## test: unit tests, then notebook tests (papermill with non-default parameters + nbval lax, smoke profile; each notebook once)
 test: $(STAMP)

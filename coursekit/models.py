@@ -2,8 +2,9 @@
 
 * ``ResNetCifar`` -- the CIFAR-style residual network family (He et al. 2016,
   "Deep Residual Learning", section 4.2): a 3x3 stem, three stages of
-  BasicBlocks with widths ``(w, 2w, 4w)`` at 32x32, 16x16 and 8x8, global
-  average pooling and a linear classifier. Depth and width are configurable.
+  BasicBlocks with widths ``(w, 2w, 4w)`` at 32x32, 16x16 and 8x8 (16x16, 8x8 and 4x4 with ``stem_pool``, as the
+  cpu profile's models are built), global average pooling and a linear classifier. Depth and width are
+  configurable.
 * ``resnet18_cifar`` -- torchvision's ResNet-18 adapted to 32x32 inputs (3x3
   stem with stride 1, no max-pool), optionally initialised from torchvision's
   ImageNet weights through the weights API.
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["BasicBlock", "ResNetCifar", "resnet18_cifar", "build_model", "model_from_spec", "MODEL_NAMES",
-           "removed_modules", "reshape_to_state_dict", "is_residual_block", "block_changes_shape",
+           "removed_modules", "reshape_to_state_dict", "MODEL_BUILDERS", "is_residual_block", "block_changes_shape",
            "projection_shortcut", "stem_conv_bn", "set_module"]
 
 
@@ -135,19 +136,15 @@ def resnet18_cifar(num_classes: int = 10, weights: str | None = None) -> nn.Modu
     return model
 
 
-def _resnet_cifar(**kw):
-    return ResNetCifar(**kw)
-
-
 MODEL_NAMES = ("resnet_cifar", "resnet18_cifar")
-_BUILDERS = {"resnet_cifar": _resnet_cifar, "resnet18_cifar": resnet18_cifar}
+MODEL_BUILDERS = {"resnet_cifar": ResNetCifar, "resnet18_cifar": resnet18_cifar}
 
 
 def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     """Build a model by name ("resnet_cifar" or "resnet18_cifar") with its keyword arguments."""
-    if name not in _BUILDERS:
+    if name not in MODEL_BUILDERS:
         raise ValueError(f"model: unknown name {name!r}; allowed: {', '.join(MODEL_NAMES)}")
-    return _BUILDERS[name](num_classes=num_classes, **kwargs)
+    return MODEL_BUILDERS[name](num_classes=num_classes, **kwargs)
 
 
 def model_from_spec(spec: dict, **changes) -> nn.Module:

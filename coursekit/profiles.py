@@ -10,6 +10,7 @@ wins over the profile's value. Introduced in notebooks/00_baseline.ipynb.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 
 __all__ = ["PROFILES", "PROFILE_NAMES", "Profile", "resolve_profile"]
@@ -23,18 +24,43 @@ __all__ = ["PROFILES", "PROFILE_NAMES", "Profile", "resolve_profile"]
 #   target-class training images outside the labelled set, never on the test split).
 # pipeline_backbone_lr_factor: the same for 06's teacher, fine-tuned on all target labels (chosen on the
 #   validation split, cpu profile: 0.025 gave 84.6% after 3 epochs, 0.25 91.7% and 1.0 92.0% after 6).
+# Settings that are the same in every profile, stated once.
+SHARED: dict = {
+    "weight_decay": 5e-4,
+    "label_smoothing": 0.1,
+    "tta": True,
+    "transfer_backbone_lr_factor": 0.025,
+    "kd_hint": True,
+    "finetune_lr_factor": 0.25,
+    "pipeline_backbone_lr_factor": 0.25,
+    "text_lr": 1e-4,
+    "text_scratch_lr": 3e-4,
+    "text_sweep_batch_size": 16,
+    "lora_rank": 8,
+    "lora_lr": 1e-3,
+    "text_student_layers": 3,
+    "text_head_keep": 0.5,  # 09: fraction of all attention heads kept (at least one per layer)
+    "text_ffn_keep": 0.5,  # 09: fraction of each layer's FFN neurons kept
+    "text_layers_removed": 3,  # 09: layers removed from the 6-layer teacher (equal budget to the width cut)
+    "text_recipe_layers_removed": 1,  # 09: layers trimmed from the pruned student at the recipe's last step
+    "text_recovery_fraction": 1.0,  # 09: share of the training sentences (seeded) each recovery sees
+    "llm_num_layers": 30,  # 10: SmolLM2-135M's layers (checked against the loaded model)
+    "llm_window": 256,  # 10: perplexity window (disjoint windows)
+    "llm_heal_lr": 1e-4,
+    "amp": "auto",
+    "channels_last": True,
+}
+
 PROFILES: dict[str, dict] = {
     "smoke": {
+        **SHARED,
         "train_per_class": 30,
         "test_per_class": 10,
         "val_fraction": 0.2,
         "batch_size": 64,
         "epochs": 1,
         "lr": 0.2,
-        "weight_decay": 5e-4,
-        "label_smoothing": 0.1,
         "crop_pad": 2,
-        "tta": True,
         "base_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8, "stem_pool": True},
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 4, "stem_pool": True},
         "latency_batch_sizes": [1, 8],
@@ -42,7 +68,6 @@ PROFILES: dict[str, dict] = {
         # 01_transfer_learning
         "source_epochs": 1,
         "transfer_steps": 4,
-        "transfer_backbone_lr_factor": 0.025,
         "transfer_batch_size": 32,
         "transfer_seeds": 2,
         "transfer_label_sweep": [5, 10],
@@ -55,9 +80,7 @@ PROFILES: dict[str, dict] = {
         "kd_seeds": 2,
         "kd_sweep_temperatures": [2.0],
         "kd_sweep_alphas": [0.5],
-        "kd_hint": True,
         # 03-06: fine-tuning after compression uses lr * finetune_lr_factor
-        "finetune_lr_factor": 0.25,
         # 03_pruning_unstructured
         "prune_sweep": [0.0, 0.5, 0.9],
         "prune_finetune_sparsities": [0.8],
@@ -74,7 +97,6 @@ PROFILES: dict[str, dict] = {
         "trim_recovery_epochs": 1,
         # 06_pipeline: teacher = source model fine-tuned on the target classes; student distilled, pruned, trimmed
         "pipeline_teacher_epochs": 1,
-        "pipeline_backbone_lr_factor": 0.25,
         "pipeline_student_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8, "stem_pool": True},
         "pipeline_kd_epochs": 1,
         "pipeline_channel_ratio": 0.5,
@@ -86,54 +108,36 @@ PROFILES: dict[str, dict] = {
         "text_test_limit": 64,
         "text_batch_size": 16,
         "text_epochs": 1,
-        "text_lr": 1e-4,
-        "text_scratch_lr": 3e-4,
         "text_label_sweep": [8],
         "text_sweep_steps": 2,
-        "text_sweep_batch_size": 16,
         "text_seeds": 1,
         "text_probe_epochs": 20,
-        "lora_rank": 8,
-        "lora_lr": 1e-3,
         "text_latency_batch": 4,
         "text_latency_seq": 16,
-        "text_student_layers": 3,
         "text_kd_epochs": 1,
         "text_kd_seeds": 2,
         "text_kd_hidden_seeds": 1,
-        "text_head_keep": 0.5,  # 09: fraction of all attention heads kept (at least one per layer)
-        "text_ffn_keep": 0.5,  # 09: fraction of each layer's FFN neurons kept
-        "text_layers_removed": 3,  # 09: layers removed from the 6-layer teacher (equal budget to the width cut)
-        "text_recipe_layers_removed": 1,  # 09: layers trimmed from the pruned student at the recipe's last step
         "text_recovery_epochs": 1,  # 09: KD epochs after each cut
-        "text_recovery_fraction": 1.0,  # 09: share of the training sentences (seeded) each recovery sees
-        "llm_num_layers": 30,  # 10: SmolLM2-135M's layers (checked against the loaded model)
-        "llm_window": 256,  # 10: perplexity window (disjoint windows)
         "llm_eval_tokens": 512,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
         "llm_calib_tokens": 512,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
         "llm_layers_removed": [3],  # 10: the depth sweep
         "llm_heal_steps": 2,
         "llm_heal_batch": 2,
         "llm_heal_seq": 64,
-        "llm_heal_lr": 1e-4,
         "llm_heal_tokens": 4096,  # 10: healing windows are drawn from the first N tokens of WikiText-2 valid
         "llm_prompt_len": 32,  # 10: prefill latency prompt
         "llm_decode_tokens": 4,  # 10: tokens generated per decode timing
         "llm_gen_tokens": 8,  # 10: tokens of each sample continuation
-        "amp": "auto",
-        "channels_last": True,
     },
     "cpu": {
+        **SHARED,
         "train_per_class": None,
         "test_per_class": None,
         "val_fraction": 0.1,
         "batch_size": 256,
         "epochs": 6,
         "lr": 0.4,
-        "weight_decay": 5e-4,
-        "label_smoothing": 0.1,
         "crop_pad": 2,
-        "tta": True,
         "base_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 24, "stem_pool": True},
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8, "stem_pool": True},
         "latency_batch_sizes": [1, 64],
@@ -141,7 +145,6 @@ PROFILES: dict[str, dict] = {
         # 01_transfer_learning
         "source_epochs": 12,
         "transfer_steps": 150,
-        "transfer_backbone_lr_factor": 0.025,
         "transfer_batch_size": 64,
         "transfer_seeds": 2,
         "transfer_label_sweep": [10, 250, 1000],
@@ -154,9 +157,7 @@ PROFILES: dict[str, dict] = {
         "kd_seeds": 2,
         "kd_sweep_temperatures": [1.0, 8.0],
         "kd_sweep_alphas": [0.5],
-        "kd_hint": True,
         # 03-06: fine-tuning after compression uses lr * finetune_lr_factor
-        "finetune_lr_factor": 0.25,
         # 03_pruning_unstructured
         "prune_sweep": [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
         "prune_finetune_sparsities": [0.8, 0.95],
@@ -173,7 +174,6 @@ PROFILES: dict[str, dict] = {
         "trim_recovery_epochs": 1,
         # 06_pipeline: teacher = source model fine-tuned on the target classes; student distilled, pruned, trimmed
         "pipeline_teacher_epochs": 6,
-        "pipeline_backbone_lr_factor": 0.25,
         "pipeline_student_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 16, "stem_pool": True},
         "pipeline_kd_epochs": 8,
         "pipeline_channel_ratio": 0.6,
@@ -185,54 +185,36 @@ PROFILES: dict[str, dict] = {
         "text_test_limit": None,
         "text_batch_size": 32,
         "text_epochs": 1,
-        "text_lr": 1e-4,
-        "text_scratch_lr": 3e-4,
         "text_label_sweep": [8, 32, 128],
         "text_sweep_steps": 30,
-        "text_sweep_batch_size": 16,
         "text_seeds": 2,
         "text_probe_epochs": 200,
-        "lora_rank": 8,
-        "lora_lr": 1e-3,
         "text_latency_batch": 32,
         "text_latency_seq": 64,
-        "text_student_layers": 3,
         "text_kd_epochs": 1,
         "text_kd_seeds": 5,
         "text_kd_hidden_seeds": 2,
-        "text_head_keep": 0.5,  # 09: fraction of all attention heads kept (at least one per layer)
-        "text_ffn_keep": 0.5,  # 09: fraction of each layer's FFN neurons kept
-        "text_layers_removed": 3,  # 09: layers removed from the 6-layer teacher (equal budget to the width cut)
-        "text_recipe_layers_removed": 1,  # 09: layers trimmed from the pruned student at the recipe's last step
         "text_recovery_epochs": 1,  # 09: KD epochs after each cut
-        "text_recovery_fraction": 1.0,  # 09: share of the training sentences (seeded) each recovery sees
-        "llm_num_layers": 30,  # 10: SmolLM2-135M's layers (checked against the loaded model)
-        "llm_window": 256,  # 10: perplexity window (disjoint windows)
         "llm_eval_tokens": 4096,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
         "llm_calib_tokens": 2048,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
         "llm_layers_removed": [3, 6, 9],  # 10: the depth sweep
         "llm_heal_steps": 40,
         "llm_heal_batch": 4,
         "llm_heal_seq": 128,
-        "llm_heal_lr": 1e-4,
         "llm_heal_tokens": 65536,  # 10: healing windows are drawn from the first N tokens of WikiText-2 valid
         "llm_prompt_len": 256,  # 10: prefill latency prompt
         "llm_decode_tokens": 32,  # 10: tokens generated per decode timing
         "llm_gen_tokens": 30,  # 10: tokens of each sample continuation
-        "amp": "auto",
-        "channels_last": True,
     },
     "gpu": {
+        **SHARED,
         "train_per_class": None,
         "test_per_class": None,
         "val_fraction": 0.1,
         "batch_size": 512,
         "epochs": 40,
         "lr": 0.8,
-        "weight_decay": 5e-4,
-        "label_smoothing": 0.1,
         "crop_pad": 4,
-        "tta": True,
         "base_model": {"name": "resnet_cifar", "blocks": [2, 2, 2], "width": 64, "stem_pool": False},
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 16, "stem_pool": False},
         "latency_batch_sizes": [1, 64, 256],
@@ -240,7 +222,6 @@ PROFILES: dict[str, dict] = {
         # 01_transfer_learning
         "source_epochs": 30,
         "transfer_steps": 600,
-        "transfer_backbone_lr_factor": 0.025,
         "transfer_batch_size": 128,
         "transfer_seeds": 3,
         "transfer_label_sweep": [10, 250, 1000, None],
@@ -253,9 +234,7 @@ PROFILES: dict[str, dict] = {
         "kd_seeds": 3,
         "kd_sweep_temperatures": [1.0, 2.0, 8.0],
         "kd_sweep_alphas": [0.5, 0.99],
-        "kd_hint": True,
         # 03-06: fine-tuning after compression uses lr * finetune_lr_factor
-        "finetune_lr_factor": 0.25,
         # 03_pruning_unstructured
         "prune_sweep": [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
         "prune_finetune_sparsities": [0.5, 0.8, 0.9, 0.95],
@@ -272,7 +251,6 @@ PROFILES: dict[str, dict] = {
         "trim_recovery_epochs": 8,
         # 06_pipeline: teacher = source model fine-tuned on the target classes; student distilled, pruned, trimmed
         "pipeline_teacher_epochs": 15,
-        "pipeline_backbone_lr_factor": 0.25,
         "pipeline_student_model": {"name": "resnet_cifar", "blocks": [2, 2, 2], "width": 32, "stem_pool": False},
         "pipeline_kd_epochs": 30,
         "pipeline_channel_ratio": 0.5,
@@ -284,42 +262,26 @@ PROFILES: dict[str, dict] = {
         "text_test_limit": None,
         "text_batch_size": 32,
         "text_epochs": 3,
-        "text_lr": 1e-4,
-        "text_scratch_lr": 3e-4,
         "text_label_sweep": [8, 32, 128, 512],
         "text_sweep_steps": 100,
-        "text_sweep_batch_size": 16,
         "text_seeds": 3,
         "text_probe_epochs": 300,
-        "lora_rank": 8,
-        "lora_lr": 1e-3,
         "text_latency_batch": 32,
         "text_latency_seq": 64,
-        "text_student_layers": 3,
         "text_kd_epochs": 3,
         "text_kd_seeds": 5,
         "text_kd_hidden_seeds": 5,
-        "text_head_keep": 0.5,  # 09: fraction of all attention heads kept (at least one per layer)
-        "text_ffn_keep": 0.5,  # 09: fraction of each layer's FFN neurons kept
-        "text_layers_removed": 3,  # 09: layers removed from the 6-layer teacher (equal budget to the width cut)
-        "text_recipe_layers_removed": 1,  # 09: layers trimmed from the pruned student at the recipe's last step
         "text_recovery_epochs": 3,  # 09: KD epochs after each cut
-        "text_recovery_fraction": 1.0,  # 09: share of the training sentences (seeded) each recovery sees
-        "llm_num_layers": 30,  # 10: SmolLM2-135M's layers (checked against the loaded model)
-        "llm_window": 256,  # 10: perplexity window (disjoint windows)
         "llm_eval_tokens": None,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
         "llm_calib_tokens": 16384,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
         "llm_layers_removed": [3, 6, 9, 12],  # 10: the depth sweep
         "llm_heal_steps": 400,
         "llm_heal_batch": 8,
         "llm_heal_seq": 256,
-        "llm_heal_lr": 1e-4,
         "llm_heal_tokens": None,  # 10: healing windows are drawn from the first N tokens of WikiText-2 valid
         "llm_prompt_len": 256,  # 10: prefill latency prompt
         "llm_decode_tokens": 64,  # 10: tokens generated per decode timing
         "llm_gen_tokens": 40,  # 10: tokens of each sample continuation
-        "amp": "auto",
-        "channels_last": True,
     },
 }
 PROFILE_NAMES = ("smoke", "cpu", "gpu", "auto")
@@ -391,7 +353,34 @@ _POSITIVE_INTS = ("epochs", "batch_size", "source_epochs", "transfer_steps", "tr
                   "llm_decode_tokens", "llm_gen_tokens")
 _FRACTIONS = ("val_fraction", "label_smoothing", "channel_ratio", "pipeline_channel_ratio")
 _POSITIVE_NUMBERS = ("lr", "finetune_lr_factor", "pipeline_backbone_lr_factor", "text_lr", "text_scratch_lr", "lora_lr",
-                     "llm_heal_lr")
+                     "llm_heal_lr", "transfer_backbone_lr_factor", "latency_min_time")
+_AMP_VALUES = ("auto", "bf16", "fp16", "off")
+_MODEL_SPECS = ("base_model", "small_model", "student_model", "trim_model", "pipeline_student_model")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_list(key: str, v, ok, what: str, allow_empty: bool = False) -> None:
+    if not isinstance(v, (list, tuple)) or (not v and not allow_empty) or not all(ok(a) for a in v):
+        raise ValueError(f"{key}: {v!r} is not allowed; use a {'' if allow_empty else 'non-empty '}list of {what}")
+
+
+def _check_model_spec(key: str, spec) -> None:
+    """A model spec must name a known model and give only arguments its builder takes (checked without building)."""
+    from .models import MODEL_BUILDERS  # lazily: models imports torchvision, profiles only needs it here
+
+    if not isinstance(spec, dict) or spec.get("name") not in MODEL_BUILDERS:
+        raise ValueError(f"{key}: {spec!r} is not allowed; use a dict with 'name' one of {', '.join(MODEL_BUILDERS)}")
+    params = inspect.signature(MODEL_BUILDERS[spec["name"]]).parameters
+    unknown = [a for a in spec if a != "name" and a not in params]
+    if unknown:
+        raise ValueError(f"{key}: {spec['name']} takes no argument(s) {unknown}; allowed: {', '.join(params)}")
 _FRACTION_LISTS = ("prune_sweep", "prune_finetune_sparsities", "sensitivity_amounts", "channel_sensitivity_ratios")
 
 
@@ -412,7 +401,7 @@ def _check_settings(settings: dict) -> None:
     for key in ("trim_blocks_to_remove", "pipeline_blocks_to_remove"):
         v = settings[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"blocks_to_remove: {v!r} is not allowed; use an integer >= 0")
+            raise ValueError(f"blocks_to_remove: {v!r} is not allowed; use an integer >= 0 (profile setting {key})")
     for key in _POSITIVE_NUMBERS:
         if not isinstance(settings[key], (int, float)) or isinstance(settings[key], bool) or not settings[key] > 0:
             raise ValueError(f"{key}: {settings[key]!r} is not allowed; use a positive number")
@@ -424,6 +413,25 @@ def _check_settings(settings: dict) -> None:
         v = settings[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"{key}: {v!r} is not allowed; use an integer >= 0 (fewer than the model's layers)")
+    if settings["amp"] not in _AMP_VALUES:
+        raise ValueError(f"amp: unknown value {settings['amp']!r}; allowed: {', '.join(_AMP_VALUES)}")
+    for key in ("channels_last", "kd_hint", "tta"):
+        if not isinstance(settings[key], bool):
+            raise ValueError(f"{key}: {settings[key]!r} is not allowed; use True or False")
+    for key in _MODEL_SPECS:
+        _check_model_spec(key, settings[key])
+    if isinstance(settings["crop_pad"], bool) or not isinstance(settings["crop_pad"], int) or settings["crop_pad"] < 0:
+        raise ValueError(f"crop_pad: {settings['crop_pad']!r} is not allowed; use an integer >= 0")
+    if not isinstance(settings["weight_decay"], (int, float)) or isinstance(settings["weight_decay"], bool) \
+            or settings["weight_decay"] < 0:
+        raise ValueError(f"weight_decay: {settings['weight_decay']!r} is not allowed; use a number >= 0")
+    _check_list("latency_batch_sizes", settings["latency_batch_sizes"], lambda b: _is_int(b) and b >= 1, "integers >= 1")
+    _check_list("kd_sweep_temperatures", settings["kd_sweep_temperatures"], lambda t: _is_number(t) and t > 0,
+                "numbers > 0", allow_empty=True)
+    _check_list("kd_sweep_alphas", settings["kd_sweep_alphas"], lambda a: _is_number(a) and 0 <= a <= 1,
+                "numbers in [0, 1]", allow_empty=True)
+    _check_list("transfer_label_sweep", settings["transfer_label_sweep"], lambda n: n is None or (_is_int(n) and n >= 1),
+                "integers >= 1 (None: all labels)")
     v = settings["text_label_sweep"]
     if not isinstance(v, (list, tuple)) or not v or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1
                                                              for a in v):
@@ -433,7 +441,7 @@ def _check_settings(settings: dict) -> None:
                                                              for a in v):
         raise ValueError(f"llm_layers_removed: {v!r} is not allowed; use a non-empty list of integers >= 1")
     for key in ("train_per_class", "test_per_class", "kd_train_per_class", "text_train_limit", "text_test_limit",
-                "llm_eval_tokens", "llm_heal_tokens"):
+                "llm_eval_tokens", "llm_heal_tokens", "imagenet_train_per_class"):
         v = settings[key]
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"{key}: {v!r} is not allowed; use a positive integer or None for all")

@@ -27,7 +27,8 @@ from torch.nn.utils import prune
 from .models import projection_shortcut, stem_conv_bn
 
 __all__ = [
-    "magnitude_mask", "global_threshold", "prunable_layers", "prune_by_magnitude", "update_masks", "detach_masked_weights",
+    "magnitude_mask", "global_threshold", "macs_if_zeros_skipped", "prunable_layers", "prune_by_magnitude",
+    "update_masks", "detach_masked_weights",
     "make_permanent", "sparsity_report", "sparse_state_dict_bytes", "agp_sparsity", "AGPSchedule", "sensitivity_scan",
     "l1_filter_importance", "bn_scale_importance", "random_importance", "IMPORTANCE",
     "ChannelGroup", "channel_groups", "prune_conv_bn", "prune_in_channels", "prune_channels",
@@ -193,6 +194,32 @@ def sparse_state_dict_bytes(model: nn.Module) -> int:
     buf = io.BytesIO()
     torch.save(packed, buf)
     return len(buf.getvalue())
+
+
+@torch.no_grad()
+def macs_if_zeros_skipped(model: nn.Module, input_size=(3, 32, 32)) -> int:
+    """Multiply-accumulates of one input if every zero weight were skipped: each Conv2d costs (output positions) x
+    (its non-zero weights), each Linear its non-zero weights. The ceiling of what a sparse kernel could gain; for a
+    dense model it equals ``metrics.count_macs``. Global pruning puts zeros where the weights are, not where the
+    MACs are (a 3x3 conv at 32x32 does 16x more MACs per weight than one at 8x8), so this ratio differs from the
+    ratio of non-zero weights."""
+    total = [0]
+
+    def hook(module, args, output):
+        w = module.weight
+        nnz = int(torch.count_nonzero(w.detach()))
+        total[0] += nnz * (output.shape[-1] * output.shape[-2] if isinstance(module, nn.Conv2d) else 1)
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *input_size, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return total[0]
 
 
 def sparsity_report(model: nn.Module, layers=None) -> list[dict]:

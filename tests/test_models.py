@@ -65,8 +65,7 @@ def test_model_from_spec_applies_changes_and_needs_a_name():
 def test_resnet_anatomy_is_the_same_for_coursekit_and_torchvision_blocks():
     from torchvision.models import resnet18
 
-    from coursekit.models import (block_changes_shape, is_residual_block, model_from_spec, projection_shortcut,
-                                  stem_conv_bn)
+    from coursekit.models import block_changes_shape, is_residual_block, model_from_spec, projection_shortcut, stem_conv_bn
 
     ours = model_from_spec({"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8})
     tv = resnet18(weights=None)

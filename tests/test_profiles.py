@@ -55,7 +55,40 @@ def test_attribute_access_names_the_missing_setting():
     ({"lr": -0.1}, "lr: -0.1 is not allowed"),
     ({"kd_seeds": 0}, "kd_seeds: 0 is not allowed"),
     ({"train_per_class": 0}, "train_per_class: 0 is not allowed"),
+    ({"amp": "bf17"}, "amp: unknown value 'bf17'"),
+    ({"tta": 1}, "tta: 1 is not allowed"),
+    ({"base_model": {"name": "resnet_cifar", "depth": 3}}, r"base_model: resnet_cifar takes no argument\(s\) \['depth'\]"),
+    ({"student_model": {"name": "vgg"}}, "student_model: .* is not allowed"),
+    ({"latency_batch_sizes": [0]}, "latency_batch_sizes: \\[0\\] is not allowed"),
+    ({"crop_pad": -1}, "crop_pad: -1 is not allowed"),
+    ({"kd_sweep_alphas": [1.5]}, "kd_sweep_alphas"),
+    ({"transfer_label_sweep": [0]}, "transfer_label_sweep"),
+    ({"text_head_keep": 0.0}, "text_head_keep: 0.0 is not allowed"),
+    ({"llm_layers_removed": []}, "llm_layers_removed"),
 ])
 def test_bad_setting_values_are_refused_when_the_profile_is_resolved(override, match):
     with pytest.raises(ValueError, match=match):
         resolve_profile("smoke", **override)
+
+
+def test_every_setting_of_every_profile_is_validated():
+    """Each setting, set to a value of the wrong type, is refused (so none slips through unchecked), and every
+    profile as written passes, the gpu profile included (checked here without CUDA)."""
+    from coursekit import profiles
+
+    for settings in profiles.PROFILES.values():
+        profiles._check_settings(dict(settings))
+    for key in profiles.PROFILES["cpu"]:
+        bad = dict(profiles.PROFILES["cpu"])
+        bad[key] = "not a valid value"
+        with pytest.raises(ValueError, match=key):
+            profiles._check_settings(bad)
+
+
+def test_shared_settings_are_stated_once():
+    from coursekit import profiles
+
+    for key, value in profiles.SHARED.items():
+        assert all(p[key] == value for p in profiles.PROFILES.values())
+    differing = [k for k in profiles.PROFILES["cpu"] if k not in profiles.SHARED]
+    assert all(len({repr(p[k]) for p in profiles.PROFILES.values()}) > 1 for k in differing), "shared keys in SHARED"

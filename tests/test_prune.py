@@ -317,3 +317,19 @@ def test_masked_models_can_be_copied_after_pruning_and_training():
     from coursekit.prune import detach_masked_weights
 
     copy.deepcopy(detach_masked_weights(m))
+
+
+def test_macs_if_zeros_skipped_counts_positions_times_nonzero_weights():
+    from coursekit.metrics import count_macs
+    from coursekit.models import model_from_spec
+    from coursekit.prune import macs_if_zeros_skipped, make_permanent, prune_by_magnitude
+
+    model = model_from_spec({"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8}).eval()
+    assert macs_if_zeros_skipped(model) == count_macs(model)  # dense: every MAC counts
+    with torch.no_grad():
+        model.stem[0].weight[:, :, 0, 0] = 0  # zeros in the first conv: 32x32 output positions each
+        model.fc.weight[:, :3] = 0
+    zeros_stem = int((model.stem[0].weight == 0).sum())
+    assert count_macs(model) - macs_if_zeros_skipped(model) == zeros_stem * 32 * 32 + 3 * model.fc.out_features
+    pruned = make_permanent(prune_by_magnitude(model, 0.8, scope="global"))
+    assert macs_if_zeros_skipped(pruned) < count_macs(pruned)
