@@ -146,16 +146,18 @@ def heads_to_remove(scores: torch.Tensor, keep: int) -> dict[int, list[int]]:
     return {i: sorted(v) for i, v in sorted(out.items())}
 
 
-def _check_heads(model: nn.Module, heads: dict[int, list[int]]) -> list[dict[str, int]]:
+def _check_units(model: nn.Module, units: dict[int, list[int]], part: str, what: str, name: str) -> list[dict]:
+    """Refuse indices that do not exist, repeat, or would empty a layer: ``part`` is the layer_shapes key ("heads" or
+    "ffn"), ``what`` the units in words, ``name`` the argument named in the error. Returns layer_shapes(model)."""
     shapes = layer_shapes(model)
-    for i, hs in heads.items():
+    for i, idx in units.items():
         if not 0 <= i < len(shapes):
-            raise ValueError(f"heads: layer {i} does not exist; the model has layers 0 to {len(shapes) - 1}")
-        h = shapes[i]["heads"]
-        if len(set(hs)) != len(hs) or any(not 0 <= j < h for j in hs):
-            raise ValueError(f"heads: layer {i}: {hs!r} are not distinct head indices from 0 to {h - 1}")
-        if len(hs) >= h:
-            raise ValueError(f"heads: layer {i} would lose all of its {h} heads; remove at most {h - 1} "
+            raise ValueError(f"{name}: layer {i} does not exist; the model has layers 0 to {len(shapes) - 1}")
+        n = shapes[i][part]
+        if len(set(idx)) != len(idx) or any(not 0 <= j < n for j in idx):
+            raise ValueError(f"{name}: layer {i}: {idx!r} are not distinct {what} indices from 0 to {n - 1}")
+        if len(idx) >= n:
+            raise ValueError(f"{name}: layer {i} would lose all of its {n} {what}; remove at most {n - 1} "
                              f"(remove the whole layer instead)")
     return shapes
 
@@ -164,7 +166,7 @@ def prune_heads(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
     """Remove heads in place: {layer: [head indices in the layer's current numbering]}. Q, K, V lose the heads'
     rows, the output projection their columns; the layer's ``num_attention_heads`` and ``all_head_size`` follow.
     Refuses to empty a layer. Returns ``model``."""
-    shapes = _check_heads(model, heads)
+    shapes = _check_units(model, heads, "heads", "heads", "heads")
     for i, hs in heads.items():
         if not hs:
             continue
@@ -184,7 +186,7 @@ def prune_heads(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
 def zero_heads(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
     """Zero the heads' columns of the output projection in place (the heads still run, but add nothing): what
     ``prune_heads`` must reproduce exactly. Returns ``model``."""
-    _check_heads(model, heads)
+    _check_units(model, heads, "heads", "heads", "heads")
     for i, hs in heads.items():
         dense = encoder_layers(model)[i].attention.output.dense
         d = encoder_layers(model)[i].attention.self.attention_head_size
@@ -245,22 +247,10 @@ def ffn_to_remove(scores: list[torch.Tensor], keep: int) -> dict[int, list[int]]
     return {i: sorted(torch.argsort(s)[: len(s) - keep].tolist()) for i, s in enumerate(scores)}
 
 
-def _check_neurons(model: nn.Module, neurons: dict[int, list[int]]) -> None:
-    shapes = layer_shapes(model)
-    for i, ns in neurons.items():
-        if not 0 <= i < len(shapes):
-            raise ValueError(f"neurons: layer {i} does not exist; the model has layers 0 to {len(shapes) - 1}")
-        f = shapes[i]["ffn"]
-        if len(set(ns)) != len(ns) or any(not 0 <= j < f for j in ns):
-            raise ValueError(f"neurons: layer {i}: indices must be distinct, from 0 to {f - 1}")
-        if len(ns) >= f:
-            raise ValueError(f"neurons: layer {i} would lose all of its {f} FFN neurons; remove at most {f - 1}")
-
-
 def prune_ffn(model: nn.Module, neurons: dict[int, list[int]]) -> nn.Module:
     """Remove FFN neurons in place: {layer: [neuron indices]} leave W_1's rows (and bias) and W_2's columns.
     Refuses to remove every neuron of a layer. Returns ``model``."""
-    _check_neurons(model, neurons)
+    _check_units(model, neurons, "ffn", "FFN neurons", "neurons")
     for i, ns in neurons.items():
         if not ns:
             continue
@@ -275,7 +265,7 @@ def prune_ffn(model: nn.Module, neurons: dict[int, list[int]]) -> nn.Module:
 @torch.no_grad()
 def zero_ffn(model: nn.Module, neurons: dict[int, list[int]]) -> nn.Module:
     """Zero the neurons' columns of W_2 in place (they still fire, but add nothing). Returns ``model``."""
-    _check_neurons(model, neurons)
+    _check_units(model, neurons, "ffn", "FFN neurons", "neurons")
     for i, ns in neurons.items():
         encoder_layers(model)[i].output.dense.weight[:, ns] = 0
     return model
