@@ -11,7 +11,7 @@ import torch
 
 from .ledger import latency_keys
 
-__all__ = ["plot_history", "show_images", "pareto_front", "pareto_plots"]
+__all__ = ["PARETO_COSTS", "plot_history", "show_images", "pareto_front", "pareto_plots", "task_key", "group_by_task"]
 
 
 def plot_history(history: dict, title: str = "", ax=None):
@@ -77,19 +77,28 @@ def group_by_task(records: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
+PARETO_COSTS = ("params", "macs", "latency", "size")
+
+
 def pareto_plots(records: list[dict], front_of: list[dict] | None = None, label_front: bool = True,
-                 per: str = "image"):
-    """Test accuracy against MACs, CPU latency (the largest ``cpu_b*`` batch) and gzip size, one point per
-    ledger record with an accuracy, coloured by notebook, the Pareto front drawn as a step line.
+                 per: str = "image", costs=("macs", "latency", "size")):
+    """Test accuracy against costs, one panel per cost in ``costs`` (of PARETO_COSTS: parameters, MACs, CPU latency at
+    the largest ``cpu_b*`` batch, gzip size), one point per ledger record with an accuracy, coloured by notebook, the
+    Pareto front drawn as a step line.
     ``front_of``: the records (some of ``records``) the front is computed over, default all; records of different
     tasks should not share one front. ``label_front``: write the model name beside each point of the front.
     Returns the figure (log-scale costs)."""
+    unknown = [c for c in costs if c not in PARETO_COSTS]
+    if unknown or not costs:
+        raise ValueError(f"costs: {list(costs)!r} is not allowed; choose from {', '.join(PARETO_COSTS)}")
     recs = [r for r in records if r.get("accuracy") is not None]
     front_ids = {id(r) for r in (recs if front_of is None else front_of)}
     lat = next((k for k in reversed(latency_keys(recs)) if k.startswith("cpu_b")), None)  # the largest CPU batch
-    costs = [(f"MACs per {per}", lambda r: r["macs"]), ("size, gzip (bytes)", lambda r: r["size_gzip_bytes"])]
+    panels = {"params": ("parameters", lambda r: r["params"]), "macs": (f"MACs per {per}", lambda r: r["macs"]),
+              "size": ("size, gzip (bytes)", lambda r: r["size_gzip_bytes"])}
     if lat:
-        costs.insert(1, (f"CPU latency {lat.replace('cpu_', '')} (ms)", lambda r: r["latency_ms"].get(lat)))
+        panels["latency"] = (f"CPU latency {lat.replace('cpu_', '')} (ms)", lambda r: r["latency_ms"].get(lat))
+    costs = [panels[c] for c in costs if c in panels]
     fig, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4), squeeze=False)
     books = sorted({r["notebook"] for r in recs})
     for ax, (label, cost) in zip(axes[0], costs, strict=True):

@@ -196,3 +196,14 @@ def test_a_three_task_slurm_array_runs_one_sweep_value_each_and_merges(tmp_path,
     assert cli.main(["report", str(run)]) == 0
     summary = (run / "summary.md").read_text()
     assert all(f"temperature={v}" in summary for v in (2, 4, 8)), "the merged summary holds all three runs"
+
+
+def test_pareto_plots_draws_the_costs_asked_for():
+    from coursekit.plots import pareto_plots
+
+    recs = [{"notebook": "09", "model": m, "accuracy": a, "params": p, "macs": 10 * p, "size_gzip_bytes": 4 * p,
+             "latency_ms": {"cpu_b32_s64": p / 10}} for m, a, p in (("big", 0.87, 100), ("small", 0.84, 40))]
+    fig = pareto_plots(recs, costs=("params", "latency"))
+    assert [ax.get_xlabel() for ax in fig.axes] == ["parameters", "CPU latency b32_s64 (ms)"]
+    with pytest.raises(ValueError, match="costs"):
+        pareto_plots(recs, costs=("flops",))
