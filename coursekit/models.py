@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["BasicBlock", "ResNetCifar", "resnet18_cifar", "build_model", "model_from_spec", "MODEL_NAMES",
-           "removed_modules", "reshape_to_state_dict", "MODEL_BUILDERS", "is_residual_block", "block_changes_shape",
+           "MODEL_BUILDERS", "is_residual_block", "block_changes_shape",
            "projection_shortcut", "stem_conv_bn", "set_module"]
 
 
@@ -190,48 +190,3 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Replace the submodule called ``name`` (dotted) by ``new``, in place."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
-def removed_modules(model: nn.Module, spec: dict) -> dict[str, str]:
-    """The modules of a fresh ``model_from_spec(spec)`` that ``model`` replaced: {name: "identity"} for a
-    block removed by ``coursekit.trim.remove_blocks``, {name: "projection"} for a block reduced to its
-    shortcut projection. Saved with checkpoints so that ``load_checkpoint`` rebuilds the same network."""
-    fresh = dict(model_from_spec(spec).named_modules())
-    out = {}
-    for name, m in model.named_modules():
-        if name not in fresh or type(fresh[name]) is type(m):
-            continue
-        if isinstance(m, nn.Identity):
-            out[name] = "identity"
-        elif isinstance(m, nn.Sequential) and is_residual_block(fresh[name]):
-            out[name] = "projection"
-    return out
-
-
-@torch.no_grad()
-def reshape_to_state_dict(model: nn.Module, state_dict: dict, removed=()) -> nn.Module:
-    """Make ``model`` (built from its original spec) match a pruned or trimmed ``state_dict``, in place.
-
-    ``removed`` ({name: "identity" | "projection"}, see ``removed_modules``; a list means all
-    "identity"): those blocks become ``nn.Identity`` or their own shortcut projection. Then every Conv2d, BatchNorm2d and Linear
-    takes the channel counts of its tensors in the state dict (same kernel, stride, padding,
-    bias). After this, ``model.load_state_dict(state_dict)`` loads strictly. Returns ``model``.
-    """
-    removed = dict.fromkeys(removed, "identity") if isinstance(removed, (list, tuple)) else dict(removed)
-    for name, kind in removed.items():
-        block = model.get_submodule(name)
-        set_module(model, name, projection_shortcut(block) if kind == "projection" else nn.Identity())
-    for name, m in list(model.named_modules()):
-        w = state_dict.get(f"{name}.weight" if name else "weight")
-        if w is None:
-            continue
-        if isinstance(m, nn.Conv2d) and tuple(w.shape) != tuple(m.weight.shape):
-            if m.groups != 1:
-                raise ValueError(f"{name}: grouped convolutions cannot be reshaped")
-            set_module(model, name, nn.Conv2d(w.shape[1], w.shape[0], m.kernel_size, m.stride, m.padding, m.dilation,
-                                               bias=m.bias is not None, padding_mode=m.padding_mode))
-        elif isinstance(m, nn.BatchNorm2d) and w.shape[0] != m.num_features:
-            set_module(model, name, nn.BatchNorm2d(w.shape[0], m.eps, m.momentum, m.affine, m.track_running_stats))
-        elif isinstance(m, nn.Linear) and tuple(w.shape) != tuple(m.weight.shape):
-            set_module(model, name, nn.Linear(w.shape[1], w.shape[0], bias=m.bias is not None))
-    return model

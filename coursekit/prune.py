@@ -9,7 +9,7 @@ Structured (notebooks/04_pruning_structured.ipynb): ``channel_groups`` finds the
 ResNet that can be removed together, importance functions score them (L1 norm of filters,
 Li et al. 2017; BatchNorm scale, Liu et al. 2017; random as the control), and
 ``prune_channels`` returns a new, ordinary, smaller network without masks. Such a model is
-saved and loaded with ``coursekit.train.save_checkpoint`` / ``load_checkpoint``, which
+saved and loaded with ``coursekit.checkpoints.save_checkpoint`` / ``load_checkpoint``, which
 rebuild it from the tensor shapes.
 """
 

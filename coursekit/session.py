@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import data as _data
+from .checkpoints import train_or_load
 from .env import environment_report, pick_device, seed_everything
 from .ledger import append_record
 from .llm import linear_macs_per_token
@@ -25,7 +26,7 @@ from .profiles import Profile, resolve_profile
 from .prune import detach_masked_weights
 from .recipe import Recipe
 from .textdata import TextBatches, load_text_task
-from .train import evaluate, fit, train_or_load
+from .train import evaluate, fit
 
 __all__ = ["Session", "start_session", "resolve_run_dir", "TEXT_DATASETS"]
 
@@ -182,15 +183,25 @@ class Session:
         models = {e["name"]: e["model"] for e in entries}
         if len(models) != len(entries):
             raise ValueError(f"record_all: model names must be unique, got {[e['name'] for e in entries]}")
+        latency = self.latency_table(models, P.latency_batch_sizes, input_size=input_size, rounds=rounds)
+        return {e["name"]: self.record(**e, input_size=input_size, latency_ms=latency[e["name"]]) for e in entries}
+
+    def latency_table(self, models: dict, batch_sizes, *, input_size=(3, 32, 32), input_fn=None, key_suffix: str = "",
+                      rounds: int = 3) -> dict[str, dict[str, float]]:
+        """The one latency measurement behind every comparison: ``models`` timed side by side in ``rounds``
+        interleaved rounds (``metrics.compare_latency``) on the CPU (batches up to 64, or all on a CPU session) and,
+        on a CUDA session, on the GPU at every batch size. Returns {name: {"cpu_b64": median ms, "cuda_b256": ...}}."""
+        P = self.profile
         latency = {n: {} for n in models}
-        cpu_sizes = [b for b in P.latency_batch_sizes if b <= 64 or self.device.type == "cpu"]
-        for dev, sizes in (("cpu", cpu_sizes), ("cuda", P.latency_batch_sizes if self.device.type == "cuda" else [])):
+        cpu_sizes = [b for b in batch_sizes if b <= 64 or self.device.type == "cpu"]
+        for dev, sizes in (("cpu", cpu_sizes), ("cuda", list(batch_sizes) if self.device.type == "cuda" else [])):
             if sizes:
                 measured = compare_latency(models, sizes, device=self.device if dev == "cuda" else "cpu", rounds=rounds,
-                                           input_size=input_size, min_run_time=P.latency_min_time)
+                                           input_size=input_size, min_run_time=P.latency_min_time, input_fn=input_fn,
+                                           key_suffix=key_suffix)
                 for n, row in measured.items():
                     latency[n].update({k: round(r["median_ms"], 4) for k, r in row.items()})
-        return {e["name"]: self.record(**e, input_size=input_size, latency_ms=latency[e["name"]]) for e in entries}
+        return latency
 
     def record(self, model, *, stage: str, name: str, accuracy: float | None, extra: dict | None = None,
                input_size=(3, 32, 32), seed: int | None = None, latency_ms: dict | None = None) -> dict:
@@ -287,13 +298,8 @@ class Session:
         reps = {names[0]: models[names[0]] for names in groups.values()}
         seq, batch = P.text_latency_seq, P.text_latency_batch
         vocab = min(m.encoder.config.vocab_size for m in reps.values())
-        latency = {n: {} for n in reps}
-        for dev in ["cpu"] + (["cuda"] if self.device.type == "cuda" else []):
-            measured = compare_latency(reps, [batch], device=self.device if dev == "cuda" else "cpu", rounds=rounds,
-                                       min_run_time=P.latency_min_time, input_fn=text_input_fn(seq, vocab),
-                                       key_suffix=f"_s{seq}")
-            for n, row in measured.items():
-                latency[n].update({k: round(r["median_ms"], 4) for k, r in row.items()})
+        latency = self.latency_table(reps, [batch], input_fn=text_input_fn(seq, vocab), key_suffix=f"_s{seq}",
+                                     rounds=rounds)
         macs = {n: count_text_macs(m, seq) for n, m in reps.items()}
         out = {}
         for e in entries:

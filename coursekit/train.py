@@ -1,4 +1,4 @@
-"""Training and evaluation: ``fit``, ``evaluate``, checkpoints and a run-dir model cache.
+"""Training and evaluation: ``fit``, ``evaluate`` and ``predict_logits`` (checkpoints: ``coursekit.checkpoints``).
 
 ``fit`` trains with SGD (Nesterov) or AdamW under a OneCycle or cosine
 schedule, optional label smoothing (Szegedy et al. 2016), autocast (bf16/fp16)
@@ -10,12 +10,9 @@ distillation chapter uses it). Introduced in notebooks/00_baseline.ipynb.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +20,6 @@ from torch import nn
 
 from .distributed import shard_of_batch, world, wrap_for_training
 from .env import autocast_dtype
-from .files import save_torch_atomic
-from .models import model_from_spec, removed_modules, reshape_to_state_dict
 
 __all__ = [
     "fit",
@@ -272,87 +267,11 @@ def evaluate(model: nn.Module, batches, *, amp: str = "auto", tta: bool = False)
     }
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, spec: dict, config: dict | None = None,
-                    metrics: dict | None = None) -> Path:
-    """Save weights with what is needed to rebuild the model.
-
-    spec: ``build_model`` arguments, e.g. {"name": "resnet_cifar", "num_classes": 10, "width": 32}.
-    A model changed after it was built (channels pruned, blocks removed) is saved as it is: the
-    tensor shapes in the state dict and the names of modules replaced by ``nn.Identity`` are its
-    architecture, and ``load_checkpoint`` rebuilds exactly that. Pruning masks must be made
-    permanent first (``coursekit.prune.make_permanent``).
-    config: the training config (plain JSON-able values). Written atomically, by the main process only.
-    """
-    masked = [k for k in model.state_dict() if k.endswith("_mask")]
-    if masked:
-        raise ValueError(f"model still has pruning masks ({masked[0]}, ...): call coursekit.prune.make_permanent(model) "
-                         "before saving, so the checkpoint holds ordinary weights")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    payload = {"spec": json.loads(json.dumps(spec)), "config": json.loads(json.dumps(config or {})),
-               "metrics": json.loads(json.dumps(metrics or {})), "state_dict": state,
-               "removed": removed_modules(model, spec)}
-    return save_torch_atomic(payload, path)
-
-
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model saved by ``save_checkpoint`` (torch.load with weights_only=True).
-
-    Returns (model in eval mode on ``device``, {"spec", "config", "metrics"}).
-    """
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    model = model_from_spec(payload["spec"])
-    reshape_to_state_dict(model, payload["state_dict"], payload.get("removed", []))
-    model.load_state_dict(payload["state_dict"])
-    model.to(device).eval()
-    return model, {k: payload[k] for k in ("spec", "config", "metrics")}
-
-
-def config_key(config: dict) -> str:
-    """A short stable hash of a JSON-able config: same config, same key."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def train_or_load(run_dir: str | os.PathLike, name: str, config: dict, train_fn, device="cpu") -> tuple[nn.Module, dict, bool]:
-    """Reuse the model trained with ``config`` in ``run_dir``, or train and save it.
-
-    The checkpoint lives at ``<run_dir>/checkpoints/<name>-<config_key>.pt``;
-    ``config`` must hold everything that determines the weights (model spec
-    under "spec", data, schedule, seed). ``train_fn()`` returns
-    (model, metrics) and is called only on a cache miss.
-    Returns (model, info, reused) where info holds "spec", "config", "metrics".
-    """
-    if "spec" not in config:
-        raise ValueError("config must hold the model's build arguments under 'spec'")
-    path = Path(run_dir) / "checkpoints" / f"{name}-{config_key(config)}.pt"
-    if path.exists():
-        model, info = load_checkpoint(path, device)
-        return model, info, True
-    model, metrics = train_fn()
-    save_checkpoint(path, model, config["spec"], config, metrics)
-    model.to(memory_format=torch.contiguous_format)  # as a loaded one would be
-    return model.to(device).eval(), {"spec": config["spec"], "config": config, "metrics": metrics}, False
-
-
-def outputs_match_in_fresh_process(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> bool:
-    """Load the checkpoint at ``path`` in a new Python process and compare its outputs on ``x`` with
-    ``model``'s (on the CPU, eval mode, exact equality). Proves that the checkpoint alone rebuilds the model."""
-    import copy
-    import subprocess
-    import sys
-    import tempfile
-
-    model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)  # as load_checkpoint builds it
-    with torch.no_grad():
-        y = model(x.cpu())
-    with tempfile.TemporaryDirectory() as tmp:
-        io_path = Path(tmp) / "io.pt"
-        torch.save({"x": x.cpu(), "y": y}, io_path)
-        code = ("import sys, torch; from coursekit.train import load_checkpoint; "
-                f"m, _ = load_checkpoint({str(path)!r}); d = torch.load({str(io_path)!r}, weights_only=True); "
-                "sys.exit(0 if torch.equal(m(d['x']), d['y']) else 3)")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if done.returncode not in (0, 3):
-        raise RuntimeError(f"loading {path} in a fresh process failed:\n{done.stderr[-2000:]}")
-    return done.returncode == 0
+# Checkpoints live in coursekit.checkpoints; the notebooks import these names from here, as before.
+from .checkpoints import (  # noqa: E402  (after fit: checkpoints does not import train, so no cycle)
+    config_key,
+    load_checkpoint,
+    outputs_match_in_fresh_process,
+    save_checkpoint,
+    train_or_load,
+)

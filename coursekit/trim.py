@@ -11,7 +11,7 @@ important): ``ablation_importance`` (accuracy drop when the block becomes the id
 ``angular_importance`` (angular distance between the block's input and output, Gromov et al.
 2024) and ``influence_importance`` (Block Influence, 1 - cosine similarity, Men et al. 2024, ShortGPT).
 
-A trimmed model is saved and loaded with ``coursekit.train.save_checkpoint`` / ``load_checkpoint``:
+A trimmed model is saved and loaded with ``coursekit.checkpoints.save_checkpoint`` / ``load_checkpoint``:
 the removed blocks are recorded with the weights. Introduced in notebooks/05_layer_trimming.ipynb.
 """
 

@@ -91,3 +91,14 @@ def test_cache_key_of_the_base_model_covers_every_training_setting(tmp_path, mon
     assert cfg["recipe"]["version"] == RECIPE_VERSION, "the training code's version is part of the key"
     cfg["recipe"]["version"] += 1
     assert config_key(cfg) != base
+
+
+def test_latency_table_is_the_one_measurement_behind_every_comparison(tmp_path):
+    S = start_session("99_lat", profile="smoke", run_dir=str(tmp_path / "run"), print_report=False)
+    models = {"a": ResNetCifar((1, 1, 1), width=4), "b": ResNetCifar((1, 1, 1), width=8)}
+    table = S.latency_table(models, [1, 8], rounds=1)
+    assert set(table) == {"a", "b"} and set(table["a"]) == {"cpu_b1", "cpu_b8"}  # no GPU here: CPU keys only
+    assert all(v > 0 for row in table.values() for v in row.values())
+    text = S.latency_table({"t": torch.nn.Embedding(50, 4)}, [2], input_fn=lambda b: torch.zeros(b, 5, dtype=torch.long),
+                           key_suffix="_s5", rounds=1)
+    assert set(text["t"]) == {"cpu_b2_s5"}
