@@ -33,3 +33,28 @@ def test_environment_report_says_profile_device_and_versions():
     for key in ("profile", "device", "device_name", "torch", "torchvision", "torch_threads", "python"):
         assert rep[key] not in (None, "")
     assert rep["profile"] == "smoke" and rep["torch"] == torch.__version__
+
+
+def test_native_bf16_cpus_choose_bf16_without_timing(monkeypatch):
+    from coursekit import env
+
+    def no_timing(*a, **k):
+        raise AssertionError("a CPU with native bf16 must not be timed")
+
+    env._cpu_bf16_is_faster.cache_clear()
+    monkeypatch.setattr(env, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(env.time, "perf_counter", no_timing)
+    try:
+        assert env.autocast_dtype("cpu", "auto") is torch.bfloat16
+    finally:
+        env._cpu_bf16_is_faster.cache_clear()
+    # without the instructions the choice is timed: a fake clock makes fp32 take 3 units and bf16 1 unit, then 1 and 3
+    monkeypatch.setattr(env, "_cpu_flags", lambda: {"avx2"})
+    for ticks, expected in (([0, 3, 0, 1], torch.bfloat16), ([0, 1, 0, 3], None)):
+        clock = iter(ticks)
+        monkeypatch.setattr(env.time, "perf_counter", lambda clock=clock: next(clock))
+        env._cpu_bf16_is_faster.cache_clear()
+        try:
+            assert env.autocast_dtype("cpu", "auto") is expected
+        finally:
+            env._cpu_bf16_is_faster.cache_clear()
