@@ -30,6 +30,15 @@ def _first(x):
     return x[0] if isinstance(x, (tuple, list)) else x
 
 
+def _token_cosines(x_in: torch.Tensor, x_out: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """cos(x_in, x_out) of every real token, clamped to [-1, 1]: (N, L, H) x2 and mask (N, L) or None -> (tokens,)."""
+    a, b = x_in.float(), x_out.float()
+    if mask is not None:
+        a, b = a[mask.bool()], b[mask.bool()]
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    return nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-8).clamp(-1, 1)
+
+
 @torch.no_grad()
 def layer_similarity(layers: Sequence[nn.Module], run: Callable, inputs: Iterable) -> dict[str, list[float]]:
     """Block Influence and angular distance of every layer in ``layers``, averaged over real tokens.
@@ -51,16 +60,10 @@ def layer_similarity(layers: Sequence[nn.Module], run: Callable, inputs: Iterabl
         for batch in inputs:
             mask = run(batch)
             for i in range(n):
-                a, b = state["ins"][i].float(), state["outs"][i].float()
-                if mask is not None:
-                    keep = mask.bool()
-                    a, b = a[keep], b[keep]
-                else:
-                    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
-                cos = nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-8).clamp(-1, 1)
+                cos = _token_cosines(state["ins"][i], state["outs"][i], mask)
                 sums["block_influence"][i] += float((1 - cos).sum())
                 sums["angular"][i] += float(torch.arccos(cos).sum() / math.pi)
-            tokens += len(a)
+            tokens += len(cos)
     finally:
         for h in hooks:
             h.remove()
@@ -72,11 +75,7 @@ def layer_similarity(layers: Sequence[nn.Module], run: Callable, inputs: Iterabl
 def block_angular(hidden_in: torch.Tensor, hidden_out: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """Angular distance between the input of a block of layers and its output (Gromov et al. 2024):
     hidden_in, hidden_out (N, L, H); mask (N, L) of real tokens or None."""
-    a, b = hidden_in.float(), hidden_out.float()
-    if mask is not None:
-        a, b = a[mask.bool()], b[mask.bool()]
-    cos = nn.functional.cosine_similarity(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), dim=-1).clamp(-1, 1)
-    return float(torch.arccos(cos).mean() / math.pi)
+    return float(torch.arccos(_token_cosines(hidden_in, hidden_out, mask)).mean() / math.pi)
 
 
 def check_layers_removed(k, num_layers: int, name: str = "layers_removed") -> int:

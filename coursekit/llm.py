@@ -19,7 +19,6 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -190,6 +189,7 @@ def heal_with_kd(student: nn.Module, teacher: nn.Module, ids: torch.Tensor, *, s
     dtype = autocast_dtype(device, amp)
     params = list(student.parameters() if params is None else params)
     trainable = {id(p) for p in params}
+    was_trainable = {id(p): p.requires_grad for p in student.parameters()}
     for p in student.parameters():
         p.requires_grad_(id(p) in trainable)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -213,8 +213,8 @@ def heal_with_kd(student: nn.Module, teacher: nn.Module, ids: torch.Tensor, *, s
         sched.step()
         losses.append(float(loss.detach()))
     student.eval()
-    for p in student.parameters():
-        p.requires_grad_(True)
+    for p in student.parameters():  # as they were before healing
+        p.requires_grad_(was_trainable[id(p)])
     return {"losses": losses, "seconds": time.perf_counter() - start, "tokens": steps * batch_size * seq_len}
 
 
@@ -268,9 +268,3 @@ def greedy_text(model: nn.Module, tokenizer, prompt: str, new_tokens: int = 30) 
     out = model.generate(**x, max_new_tokens=new_tokens, do_sample=False, use_cache=True,
                          pad_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(out[0, x["input_ids"].shape[1]:], skip_special_tokens=True)
-
-
-def corpus_path(name: str, data_dir=None) -> Path:
-    """Where corpus ``name`` is read from."""
-    c = CORPORA[name]
-    return default_data_dir(data_dir) / c.folder / c.file

@@ -89,6 +89,15 @@ def state_dict_bytes(model: nn.Module, fast: bool = False) -> dict:
     return {"raw": len(raw), "gzip": len(gzip.compress(raw, compresslevel=6))}
 
 
+def torch_benchmark():
+    """``torch.utils.benchmark``, imported quietly: it imports cpp_extension, which logs a CUDA_HOME warning on
+    CPU-only machines; nothing is compiled here, so that one logger is quietened."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
+    return benchmark
+
+
 def measure_latency(model: nn.Module, batch_size: int, *, device: torch.device | str = "cpu",
                     input_size=(3, 32, 32), threads: int | None = None, min_run_time: float = 0.3,
                     channels_last: bool = True, input_fn=None) -> dict:
@@ -101,11 +110,7 @@ def measure_latency(model: nn.Module, batch_size: int, *, device: torch.device |
     of a text model; channels_last applies to 4-D image batches only). Returns {"median_ms", "iqr_ms",
     "runs", "threads", "batch_size", "device"}.
     """
-    # torch.utils.benchmark imports cpp_extension, which logs a CUDA_HOME warning on CPU-only
-    # machines; nothing is compiled here, so that one logger is quietened.
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from torch.utils import benchmark
-
+    benchmark = torch_benchmark()
     if batch_size < 1:
         raise ValueError(f"batch_size: {batch_size!r} is not allowed; use a positive integer")
     device = torch.device(device)

@@ -25,7 +25,7 @@ from torch import nn
 
 from .env import autocast_dtype
 from .files import save_torch_atomic
-from .metrics import count_macs
+from .metrics import count_macs, torch_benchmark
 from .textprune import layer_shapes, reshape_layers
 from .train import _autocast
 
@@ -195,11 +195,9 @@ def time_layer_parts(layer: nn.Module, batch_size: int, seq_len: int, *, min_run
     the model uses); "output projection + LayerNorm"; "FFN: W_1, GELU, W_2 + LayerNorm"; and "whole layer".
     Returns {part: {"median_ms", "macs"}} (MACs for the batch; the whole layer's MACs are the parts' sum).
     """
-    import logging
     import statistics
 
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from torch.utils import benchmark
+    benchmark = torch_benchmark()
 
     att = layer.attention
     h, d = att.self.num_attention_heads, att.self.attention_head_size
