@@ -50,7 +50,7 @@ lab: $(STAMP)
 	cd notebooks && ../$(VENV)/bin/jupyter lab
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check coursekit tests
+	$(VENV)/bin/ruff check coursekit tests notebooks
 
 clean-venv:
 	rm -rf $(VENV)

@@ -132,7 +132,7 @@ def _select(only: list[str] | None, directory: Path = NOTEBOOK_DIR) -> list[Path
     return [b for b in books if b in chosen]
 
 
-def _check_params(books: list[Path], names) -> None:
+def _validate_params(books: list[Path], names) -> None:
     """Every name must be a parameter of every selected notebook (papermill's notebook inspection)."""
     import papermill as pm
 
@@ -213,7 +213,7 @@ def cmd_run(args) -> int:
             shard, where = from_array
             args.shard = f"{shard[0]}/{shard[1]}"
             print(f"shard {args.shard} taken from the job array ({where})")
-    _check_params(books, list(params) + ([sweep[0]] if sweep else []))
+    _validate_params(books, list(params) + ([sweep[0]] if sweep else []))
     if args.resume and not args.run_dir:
         raise ValueError("--resume needs --run-dir (the run to resume)")
     run_dir = Path(args.run_dir) if args.run_dir else REPO_ROOT / "runs" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["LAYER_CRITERIA", "layer_similarity", "layers_by_criterion", "check_layers_removed", "block_angular"]
+__all__ = ["LAYER_CRITERIA", "layer_similarity", "layers_by_criterion", "validate_layers_removed", "block_angular"]
 
 LAYER_CRITERIA = ("block_influence", "angular", "last", "contiguous")
 
@@ -78,7 +78,7 @@ def block_angular(hidden_in: torch.Tensor, hidden_out: torch.Tensor, mask: torch
     return float(torch.arccos(_token_cosines(hidden_in, hidden_out, mask)).mean() / math.pi)
 
 
-def check_layers_removed(k, num_layers: int, name: str = "layers_removed") -> int:
+def validate_layers_removed(k, num_layers: int, name: str = "layers_removed") -> int:
     """``k`` layers to remove from ``num_layers``: an integer from 0 to num_layers - 1 (a model keeps one layer).
     ``name``: the parameter named in the error."""
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < num_layers:
@@ -95,7 +95,7 @@ def layers_by_criterion(criterion: str, k: int, num_layers: int, scores: dict[st
     keep_first: never remove layer 0 (ShortGPT and Gromov both find the first layer indispensable)."""
     if criterion not in LAYER_CRITERIA:
         raise ValueError(f"criterion: unknown layer criterion {criterion!r}; allowed: {', '.join(LAYER_CRITERIA)}")
-    check_layers_removed(k, num_layers)
+    validate_layers_removed(k, num_layers)
     if k == 0:
         return []
     if criterion == "last":

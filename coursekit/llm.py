@@ -28,7 +28,8 @@ from .env import autocast_dtype
 from .train import _autocast
 
 __all__ = ["CORPORA", "load_corpus_ids", "perplexity", "decoder_layers", "remove_decoder_layers",
-           "check_layer_indices", "lm_windows", "logit_kd_loss", "heal_with_kd", "lm_latency", "greedy_text", "linear_macs_per_token"]
+           "validate_layer_indices", "lm_windows", "logit_kd_loss", "heal_with_kd", "lm_latency", "greedy_text",
+           "linear_macs_per_token"]
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return model.model.layers
 
 
-def check_layer_indices(layers, num_layers: int) -> list[int]:
+def validate_layer_indices(layers, num_layers: int) -> list[int]:
     """Distinct layer indices in range, at least one layer left; sorted. Raises ValueError saying what is allowed."""
     layers = list(layers)
     if any(isinstance(i, bool) or not isinstance(i, int) for i in layers) or len(set(layers)) != len(layers):
@@ -149,7 +150,7 @@ def remove_decoder_layers(model: nn.Module, layers) -> nn.Module:
     ``config.num_hidden_layers`` (the forward loop and DynamicCache read it) and ``config.layer_types`` when the
     config has one."""
     n = len(decoder_layers(model))
-    gone = set(check_layer_indices(layers, n))
+    gone = set(validate_layer_indices(layers, n))
     kept = [i for i in range(n) if i not in gone]
     new = copy.deepcopy(model)
     new.model.layers = nn.ModuleList([new.model.layers[i] for i in kept])

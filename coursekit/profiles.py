@@ -338,7 +338,7 @@ def resolve_profile(profile: str = "auto", **overrides) -> Profile:
     if unknown:
         raise ValueError(f"unknown profile setting(s) {unknown}; allowed: {', '.join(sorted(settings))}")
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    _check_settings(settings)
+    _validate_settings(settings)
     settings["name"] = name
     return settings
 
@@ -367,12 +367,12 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _check_list(key: str, v, ok, what: str, allow_empty: bool = False) -> None:
+def _validate_list(key: str, v, ok, what: str, allow_empty: bool = False) -> None:
     if not isinstance(v, (list, tuple)) or (not v and not allow_empty) or not all(ok(a) for a in v):
         raise ValueError(f"{key}: {v!r} is not allowed; use a {'' if allow_empty else 'non-empty '}list of {what}")
 
 
-def _check_model_spec(key: str, spec) -> None:
+def _validate_model_spec(key: str, spec) -> None:
     """A model spec must name a known model and give only arguments its builder takes (checked without building)."""
     from .models import MODEL_BUILDERS  # lazily: models imports torchvision, profiles only needs it here
 
@@ -385,7 +385,7 @@ def _check_model_spec(key: str, spec) -> None:
 _FRACTION_LISTS = ("prune_sweep", "prune_finetune_sparsities", "sensitivity_amounts", "channel_sensitivity_ratios")
 
 
-def _check_settings(settings: dict) -> None:
+def _validate_settings(settings: dict) -> None:
     """Refuse values no notebook can run with, naming the setting, before any work starts."""
     for key in _POSITIVE_INTS:
         v = settings[key]
@@ -420,18 +420,18 @@ def _check_settings(settings: dict) -> None:
         if not isinstance(settings[key], bool):
             raise ValueError(f"{key}: {settings[key]!r} is not allowed; use True or False")
     for key in _MODEL_SPECS:
-        _check_model_spec(key, settings[key])
+        _validate_model_spec(key, settings[key])
     if isinstance(settings["crop_pad"], bool) or not isinstance(settings["crop_pad"], int) or settings["crop_pad"] < 0:
         raise ValueError(f"crop_pad: {settings['crop_pad']!r} is not allowed; use an integer >= 0")
     if not isinstance(settings["weight_decay"], (int, float)) or isinstance(settings["weight_decay"], bool) \
             or settings["weight_decay"] < 0:
         raise ValueError(f"weight_decay: {settings['weight_decay']!r} is not allowed; use a number >= 0")
-    _check_list("latency_batch_sizes", settings["latency_batch_sizes"], lambda b: _is_int(b) and b >= 1, "integers >= 1")
-    _check_list("kd_sweep_temperatures", settings["kd_sweep_temperatures"], lambda t: _is_number(t) and t > 0,
+    _validate_list("latency_batch_sizes", settings["latency_batch_sizes"], lambda b: _is_int(b) and b >= 1, "integers >= 1")
+    _validate_list("kd_sweep_temperatures", settings["kd_sweep_temperatures"], lambda t: _is_number(t) and t > 0,
                 "numbers > 0", allow_empty=True)
-    _check_list("kd_sweep_alphas", settings["kd_sweep_alphas"], lambda a: _is_number(a) and 0 <= a <= 1,
+    _validate_list("kd_sweep_alphas", settings["kd_sweep_alphas"], lambda a: _is_number(a) and 0 <= a <= 1,
                 "numbers in [0, 1]", allow_empty=True)
-    _check_list("transfer_label_sweep", settings["transfer_label_sweep"], lambda n: n is None or (_is_int(n) and n >= 1),
+    _validate_list("transfer_label_sweep", settings["transfer_label_sweep"], lambda n: n is None or (_is_int(n) and n >= 1),
                 "integers >= 1 (None: all labels)")
     v = settings["text_label_sweep"]
     if not isinstance(v, (list, tuple)) or not v or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1

@@ -32,11 +32,11 @@ __all__ = [
     "make_permanent", "sparsity_report", "sparse_state_dict_bytes", "agp_sparsity", "AGPSchedule", "sensitivity_scan",
     "l1_filter_importance", "bn_scale_importance", "random_importance", "IMPORTANCE",
     "ChannelGroup", "channel_groups", "prune_conv_bn", "prune_in_channels", "prune_channels",
-    "channels_to_keep", "ratios_from_sensitivity", "check_fraction",
+    "channels_to_keep", "ratios_from_sensitivity", "validate_fraction",
 ]
 
 
-def check_fraction(name: str, value) -> float:
+def validate_fraction(name: str, value) -> float:
     """``value`` as a float when it is a number in [0, 1), else ValueError naming ``name`` (a sparsity or ratio)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ValueError(f"{name}: {value!r} is not allowed; use a number in [0, 1)")
@@ -50,7 +50,7 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
 
     Same rule (and same choice among ties) as ``torch.nn.utils.prune.l1_unstructured``.
     """
-    sparsity = check_fraction("sparsity", sparsity)
+    sparsity = validate_fraction("sparsity", sparsity)
     k = round(sparsity * weight.numel())
     mask = torch.ones(weight.numel(), dtype=weight.dtype, device=weight.device)
     if k:
@@ -60,7 +60,7 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 def global_threshold(weights, sparsity: float) -> float:
     """The magnitude below which ``sparsity`` of all the weights in ``weights`` (tensors) fall."""
-    sparsity = check_fraction("sparsity", sparsity)
+    sparsity = validate_fraction("sparsity", sparsity)
     flat = torch.cat([w.detach().abs().flatten() for w in weights])
     k = round(sparsity * flat.numel())
     return float(torch.kthvalue(flat, k).values) if k else 0.0
@@ -101,7 +101,7 @@ def prune_by_magnitude(model: nn.Module, sparsity: float, *, scope: str = "layer
     ``sparsity`` of all the layers' weights together (global_unstructured), so layers with
     many small weights lose more. layers: names (default ``prunable_layers``).
     """
-    sparsity = check_fraction("sparsity", sparsity)
+    sparsity = validate_fraction("sparsity", sparsity)
     if scope not in ("layer", "global"):
         raise ValueError(f"scope: unknown value {scope!r}; allowed: layer, global")
     chosen = _resolve_layers(model, layers)
@@ -139,7 +139,7 @@ def update_masks(model: nn.Module, sparsity: float, *, scope: str = "layer", lay
     weights are zero in the masked weight, so they stay pruned as the sparsity rises.
     Layers without a mask get one (identity first).
     """
-    sparsity = check_fraction("sparsity", sparsity)
+    sparsity = validate_fraction("sparsity", sparsity)
     chosen = _resolve_layers(model, layers)
     for m in chosen.values():
         if not prune.is_pruned(m) or not hasattr(m, "weight_mask"):
@@ -266,7 +266,7 @@ class AGPSchedule:
     history: list = field(default_factory=list)
 
     def __post_init__(self):
-        check_fraction("final_sparsity", self.final_sparsity)
+        validate_fraction("final_sparsity", self.final_sparsity)
         if not 0 <= self.begin < self.end <= 1:
             raise ValueError(f"begin, end: {self.begin!r}, {self.end!r} are not allowed; need 0 <= begin < end <= 1")
 
@@ -443,7 +443,7 @@ def channels_to_keep(n: int, ratio: float, round_to: int = 8, group: str = "laye
 
     Raises ValueError when the ratio would leave no channel at all.
     """
-    ratio = check_fraction(f"ratio of {group}", ratio)
+    ratio = validate_fraction(f"ratio of {group}", ratio)
     exact = n * (1 - ratio)
     if round(exact) < 1:
         raise ValueError(f"ratio of {group}: {ratio} would leave {exact:.2f} of its {n} channels, i.e. none; "

@@ -97,13 +97,13 @@ class Session:
                       schedule="onecycle", weight_decay=P.weight_decay, label_smoothing=P.label_smoothing,
                       amp=Recipe.resolve_amp(P.amp, self.device), channels_last=P.channels_last, data=data)
 
-    def fit_profile(self, model, splits: _data.DataSplits, epochs: int, progress: bool = True) -> dict:
+    def fit_profile(self, model, splits: _data.DataSplits, epochs: int, progress: bool = True, log_dir=None) -> dict:
         """Train ``model`` on ``splits`` with ``profile_recipe`` (validation after each epoch when the splits have
-        a validation set). Returns the history of ``fit``."""
+        a validation set; TensorBoard event files in ``log_dir`` when given). Returns the history of ``fit``."""
         recipe = self.profile_recipe(splits, epochs)
         val = self.batches(splits, "val") if len(splits.val_y) else None
         return fit(model, self.batches(splits, "train"), val_batches=val, device=self.device, progress=progress,
-                   **recipe.fit_kwargs())
+                   log_dir=log_dir, **recipe.fit_kwargs())
 
     def finetune(self, model, splits: _data.DataSplits, epochs: int, *, seed: int | None = None, loss_fn=None,
                  on_step=None, progress: bool = False) -> dict:
@@ -132,9 +132,10 @@ class Session:
         return {"spec": {**(P.base_model if spec is None else spec), "num_classes": splits.num_classes},
                 "recipe": recipe.as_dict()}
 
-    def trained_model(self, name: str, spec: dict, splits: _data.DataSplits, progress: bool = True):
+    def trained_model(self, name: str, spec: dict, splits: _data.DataSplits, progress: bool = True, log_dir=None):
         """A model of ``spec`` trained with the profile's recipe (``fit_profile``, ``epochs``): reused from
-        ``<run_dir>/checkpoints/<name>-<key>.pt`` when one was trained with the same config, else trained and saved.
+        ``<run_dir>/checkpoints/<name>-<key>.pt`` when one was trained with the same config, else trained and saved
+        (its training curves and graph written to TensorBoard in ``log_dir`` when given; a reused model writes none).
 
         Returns (model in eval mode, info with "config" and "metrics" (the history), reused flag).
         """
@@ -144,14 +145,14 @@ class Session:
         def train():
             torch.manual_seed(self.seed)
             model = model_from_spec(config["spec"]).to(self.device)
-            return model, {"history": self.fit_profile(model, splits, P.epochs, progress=progress)}
+            return model, {"history": self.fit_profile(model, splits, P.epochs, progress=progress, log_dir=log_dir)}
 
         return train_or_load(self.run_dir, name, config, train, device=self.device)
 
-    def base_model(self, splits: _data.DataSplits, progress: bool = True):
+    def base_model(self, splits: _data.DataSplits, progress: bool = True, log_dir=None):
         """The base model of 00_baseline (``trained_model("base", profile.base_model, ...)``): later chapters
         call this to get their teacher / the model they compress, trained once per run dir."""
-        return self.trained_model("base", self.profile.base_model, splits, progress=progress)
+        return self.trained_model("base", self.profile.base_model, splits, progress=progress, log_dir=log_dir)
 
     def source_model(self, source_classes, progress: bool = True):
         """The source model of 01_transfer_learning: the base architecture trained with the profile's recipe
@@ -186,13 +187,14 @@ class Session:
         latency = self.latency_table(models, P.latency_batch_sizes, input_size=input_size, rounds=rounds)
         return {e["name"]: self.record(**e, input_size=input_size, latency_ms=latency[e["name"]]) for e in entries}
 
-    def latency_table(self, models: dict, batch_sizes, *, input_size=(3, 32, 32), input_fn=None, key_suffix: str = "",
-                      rounds: int = 3) -> dict[str, dict[str, float]]:
+    def latency_measurements(self, models: dict, batch_sizes, *, input_size=(3, 32, 32), input_fn=None,
+                             key_suffix: str = "", rounds: int = 3) -> dict[str, dict[str, dict]]:
         """The one latency measurement behind every comparison: ``models`` timed side by side in ``rounds``
         interleaved rounds (``metrics.compare_latency``) on the CPU (batches up to 64, or all on a CPU session) and,
-        on a CUDA session, on the GPU at every batch size. Returns {name: {"cpu_b64": median ms, "cuda_b256": ...}}."""
+        on a CUDA session, on the GPU at every batch size.
+        Returns {name: {"cpu_b64": {"median_ms", "min_ms", "max_ms"}, "cuda_b256": {...}}} (over the rounds)."""
         P = self.profile
-        latency = {n: {} for n in models}
+        out = {n: {} for n in models}
         cpu_sizes = [b for b in batch_sizes if b <= 64 or self.device.type == "cpu"]
         for dev, sizes in (("cpu", cpu_sizes), ("cuda", list(batch_sizes) if self.device.type == "cuda" else [])):
             if sizes:
@@ -200,8 +202,16 @@ class Session:
                                            input_size=input_size, min_run_time=P.latency_min_time, input_fn=input_fn,
                                            key_suffix=key_suffix)
                 for n, row in measured.items():
-                    latency[n].update({k: round(r["median_ms"], 4) for k, r in row.items()})
-        return latency
+                    out[n].update(row)
+        return out
+
+    def latency_table(self, models: dict, batch_sizes, *, input_size=(3, 32, 32), input_fn=None, key_suffix: str = "",
+                      rounds: int = 3) -> dict[str, dict[str, float]]:
+        """The medians of ``latency_measurements``: {name: {"cpu_b64": median ms, "cuda_b256": ...}}, what the
+        ledger's ``latency_ms`` holds."""
+        measured = self.latency_measurements(models, batch_sizes, input_size=input_size, input_fn=input_fn,
+                                             key_suffix=key_suffix, rounds=rounds)
+        return {n: {k: round(r["median_ms"], 4) for k, r in row.items()} for n, row in measured.items()}
 
     def record(self, model, *, stage: str, name: str, accuracy: float | None, extra: dict | None = None,
                input_size=(3, 32, 32), seed: int | None = None, latency_ms: dict | None = None) -> dict:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-__all__ = ["SPARSITY_METHODS", "check_sparsity_args", "parse_pattern", "wanda_scores", "unstructured_mask",
+__all__ = ["SPARSITY_METHODS", "validate_sparsity_args", "parse_pattern", "wanda_scores", "unstructured_mask",
            "nm_mask", "sparsity_mask", "input_norms", "prunable_linears", "apply_sparsity"]
 
 SPARSITY_METHODS = ("magnitude", "wanda")
@@ -37,7 +37,7 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
-def check_sparsity_args(sparsity, pattern: str, method: str) -> None:
+def validate_sparsity_args(sparsity, pattern: str, method: str) -> None:
     """Refuse a sparsity outside [0, 1), an unknown pattern or method, before any work."""
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise ValueError(f"sparsity: {sparsity!r} is outside the allowed range [0, 1)")
@@ -120,7 +120,7 @@ def apply_sparsity(model: nn.Module, *, method: str, sparsity: float = 0.5, patt
     """Prune every ``prunable_linears`` weight of ``model`` in place, one shot, with ``torch.nn.utils.prune``
     (``custom_from_mask`` then ``remove``: the zeros become ordinary weights). method "magnitude" or "wanda" (needs
     ``norms`` from ``input_norms``). Returns {"zeros", "total", "sparsity"} over the pruned weights."""
-    check_sparsity_args(sparsity, pattern, method)
+    validate_sparsity_args(sparsity, pattern, method)
     if method == "wanda" and norms is None:
         raise ValueError("apply_sparsity: method 'wanda' needs norms (coursekit.sparsity.input_norms)")
     zeros = total = 0

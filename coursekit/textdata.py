@@ -25,7 +25,7 @@ from .data import cache_dir, default_data_dir
 from .files import save_torch_atomic
 
 __all__ = ["TextTask", "TASKS", "TextSplit", "TextSplits", "read_task_file", "load_text_task", "subset_per_class",
-           "TextBatches", "pad_batch", "check_task"]
+           "TextBatches", "pad_batch", "validate_task"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ TASKS = {
 }
 
 
-def check_task(task: str) -> TextTask:
+def validate_task(task: str) -> TextTask:
     """The TextTask called ``task``; ValueError naming the allowed tasks otherwise."""
     if task not in TASKS:
         raise ValueError(f"task: unknown value {task!r}; allowed: {', '.join(TASKS)}")
@@ -162,7 +162,7 @@ def load_text_task(task: str, tokenizer, *, data_dir: str | os.PathLike | None =
     Raises:
         ValueError for an unknown task; FileNotFoundError saying where it looked when the files are absent.
     """
-    spec = check_task(task)
+    spec = validate_task(task)
     root = default_data_dir(data_dir) / spec.folder
     missing = [f for f in spec.files.values() if not (root / f).is_file()]
     if missing:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
-__all__ = ["HEAD_CRITERIA", "FFN_CRITERIA", "encoder_layers", "layer_shapes", "check_keep_fraction",
+__all__ = ["HEAD_CRITERIA", "FFN_CRITERIA", "encoder_layers", "layer_shapes", "validate_keep_fraction",
            "head_importance", "heads_to_remove", "prune_heads", "zero_heads", "ffn_importance", "ffn_to_remove",
            "prune_ffn", "zero_ffn", "reshape_layers"]
 
@@ -49,7 +49,7 @@ def layer_shapes(model: nn.Module) -> list[dict[str, int]]:
              "ffn": lay.intermediate.dense.out_features} for lay in encoder_layers(model)]
 
 
-def check_keep_fraction(name: str, value, total: int, minimum: int, unit: str) -> int:
+def validate_keep_fraction(name: str, value, total: int, minimum: int, unit: str) -> int:
     """``value`` (a fraction in (0, 1]) of ``total`` units, rounded, validated: at least ``minimum`` must stay.
     Returns the number kept. Raises ValueError naming the parameter and what is allowed."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
@@ -146,7 +146,7 @@ def heads_to_remove(scores: torch.Tensor, keep: int) -> dict[int, list[int]]:
     return {i: sorted(v) for i, v in sorted(out.items())}
 
 
-def _check_units(model: nn.Module, units: dict[int, list[int]], part: str, what: str, name: str) -> list[dict]:
+def _validate_units(model: nn.Module, units: dict[int, list[int]], part: str, what: str, name: str) -> list[dict]:
     """Refuse indices that do not exist, repeat, or would empty a layer: ``part`` is the layer_shapes key ("heads" or
     "ffn"), ``what`` the units in words, ``name`` the argument named in the error. Returns layer_shapes(model)."""
     shapes = layer_shapes(model)
@@ -166,7 +166,7 @@ def prune_heads(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
     """Remove heads in place: {layer: [head indices in the layer's current numbering]}. Q, K, V lose the heads'
     rows, the output projection their columns; the layer's ``num_attention_heads`` and ``all_head_size`` follow.
     Refuses to empty a layer. Returns ``model``."""
-    shapes = _check_units(model, heads, "heads", "heads", "heads")
+    shapes = _validate_units(model, heads, "heads", "heads", "heads")
     for i, hs in heads.items():
         if not hs:
             continue
@@ -186,7 +186,7 @@ def prune_heads(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
 def zero_heads(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
     """Zero the heads' columns of the output projection in place (the heads still run, but add nothing): what
     ``prune_heads`` must reproduce exactly. Returns ``model``."""
-    _check_units(model, heads, "heads", "heads", "heads")
+    _validate_units(model, heads, "heads", "heads", "heads")
     for i, hs in heads.items():
         dense = encoder_layers(model)[i].attention.output.dense
         d = encoder_layers(model)[i].attention.self.attention_head_size
@@ -250,7 +250,7 @@ def ffn_to_remove(scores: list[torch.Tensor], keep: int) -> dict[int, list[int]]
 def prune_ffn(model: nn.Module, neurons: dict[int, list[int]]) -> nn.Module:
     """Remove FFN neurons in place: {layer: [neuron indices]} leave W_1's rows (and bias) and W_2's columns.
     Refuses to remove every neuron of a layer. Returns ``model``."""
-    _check_units(model, neurons, "ffn", "FFN neurons", "neurons")
+    _validate_units(model, neurons, "ffn", "FFN neurons", "neurons")
     for i, ns in neurons.items():
         if not ns:
             continue
@@ -265,7 +265,7 @@ def prune_ffn(model: nn.Module, neurons: dict[int, list[int]]) -> nn.Module:
 @torch.no_grad()
 def zero_ffn(model: nn.Module, neurons: dict[int, list[int]]) -> nn.Module:
     """Zero the neurons' columns of W_2 in place (they still fire, but add nothing). Returns ``model``."""
-    _check_units(model, neurons, "ffn", "FFN neurons", "neurons")
+    _validate_units(model, neurons, "ffn", "FFN neurons", "neurons")
     for i, ns in neurons.items():
         encoder_layers(model)[i].output.dense.weight[:, ns] = 0
     return model

@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _check_fit_args(epochs, lr, optimizer, schedule, label_smoothing, weight_decay):
+def _validate_fit_args(epochs, lr, optimizer, schedule, label_smoothing, weight_decay):
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs: {epochs!r} is not allowed; use an integer >= 1")
     if not lr > 0:
@@ -138,7 +139,9 @@ def fit(
         loss_fn: ``loss_fn(model, x, y) -> (loss, logits)``; default label-smoothed CE.
         params: parameter groups for the optimizer (e.g. per-stage lr); default: all
             trainable parameters with decay on weights only.
-        log_dir: when given, scalars are written there for TensorBoard.
+        log_dir: when given, TensorBoard event files are written there: the model's graph (traced once on the
+            first batch, in eval mode so that BatchNorm statistics are not touched), the training loss every 20
+            steps ("train_loss_step") and, per epoch, train_loss, train_acc, val_acc and lr.
         on_step: ``on_step(step, total_steps, model)`` called after every optimizer step
             (1-based step), e.g. ``coursekit.prune.AGPSchedule`` raising the sparsity.
 
@@ -148,7 +151,7 @@ def fit(
     Returns:
         {"epoch", "train_loss", "train_acc", "val_acc", "lr", "time_s"}: lists, one entry per epoch.
     """
-    _check_fit_args(epochs, lr, optimizer, schedule, label_smoothing, weight_decay)
+    _validate_fit_args(epochs, lr, optimizer, schedule, label_smoothing, weight_decay)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     channels_last = channels_last and channels_last_is_safe(model, device)
@@ -195,6 +198,8 @@ def fit(
                 x, y = shard_of_batch(x, y)
             if not channels_last:
                 x = x.contiguous()
+            if writer is not None and step == 0:
+                _log_graph(writer, model, x[:1])
             with _autocast(device, dtype):
                 loss, logits = loss_fn(trainer, x, y)
             opt.zero_grad(set_to_none=True)
@@ -211,6 +216,8 @@ def fit(
             bar.update(1)
             if step % 20 == 0 or step == steps:  # reading the loss syncs the device: not every step
                 bar.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
+                if writer is not None:
+                    writer.add_scalar("train_loss_step", loss.item(), step)
         if world_size > 1:  # the epoch's loss and accuracy over every process's slices
             totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
             torch.distributed.all_reduce(totals)
@@ -233,6 +240,17 @@ def fit(
     if writer is not None:
         writer.close()
     return history
+
+
+def _log_graph(writer, model: nn.Module, example: torch.Tensor) -> None:
+    """Write ``model``'s graph, traced on ``example`` (1, 3, H, W), to TensorBoard; eval mode and no_grad, so the
+    trace changes neither BatchNorm statistics nor gradients."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), warnings.catch_warnings():  # add_graph traces with torch.jit.trace, deprecated in torch 2.x
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
+        writer.add_graph(model, example.float())
+    model.train(was_training)
 
 
 @torch.inference_mode()

@@ -26,7 +26,7 @@ from torch import nn
 from .train import decay_groups
 
 __all__ = [
-    "check_labels_per_class",
+    "validate_labels_per_class",
     "replace_head",
     "freeze",
     "unfreeze",
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-def check_labels_per_class(labels_per_class, available: dict[str, int] | None = None) -> None:
+def validate_labels_per_class(labels_per_class, available: dict[str, int] | None = None) -> None:
     """Raise ValueError unless labels_per_class is a positive integer no larger than every class's supply."""
     if not isinstance(labels_per_class, int) or isinstance(labels_per_class, bool) or labels_per_class < 1:
         raise ValueError(f"labels_per_class: {labels_per_class!r} is not allowed; use a positive integer")

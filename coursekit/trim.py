@@ -27,7 +27,7 @@ from .models import block_changes_shape, is_residual_block, projection_shortcut,
 from .train import evaluate
 
 __all__ = [
-    "residual_blocks", "removable_blocks", "remove_blocks", "check_blocks_to_remove", "blocks_to_drop",
+    "residual_blocks", "removable_blocks", "remove_blocks", "validate_blocks_to_remove", "blocks_to_drop",
     "angular_distance", "block_influence", "block_io", "ablation_importance", "angular_importance",
     "influence_importance", "BLOCK_IMPORTANCE",
 ]
@@ -78,7 +78,7 @@ def remove_blocks(model: nn.Module, names, *, downsampling: str = "error") -> nn
     return new
 
 
-def check_blocks_to_remove(k, model: nn.Module) -> int:
+def validate_blocks_to_remove(k, model: nn.Module) -> int:
     """``k`` when it is an integer from 0 to the number of removable blocks, else ValueError naming the parameter."""
     n = len(removable_blocks(model))
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:

@@ -5,12 +5,11 @@ import torch
 
 from coursekit import data as D
 from coursekit.data import Batches, augment_batch, load_data, parse_dataset
-from tests.conftest import make_imagefolder
 
 
-def test_imagefolder_is_decoded_resized_and_cached_outside_the_dataset(tmp_path, monkeypatch):
+def test_imagefolder_is_decoded_resized_and_cached_outside_the_dataset(tmp_path, monkeypatch, imagefolder):
     monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path / "cache"))  # an empty cache of its own
-    root = make_imagefolder(tmp_path / "pets", classes=("cat", "dog", "owl"), per_class=10)
+    root = imagefolder(tmp_path / "pets", classes=("cat", "dog", "owl"), per_class=10)
     d = load_data(f"imagefolder:{root}", image_size=16, val_fraction=0.2, seed=0)
     assert d.classes == ["cat", "dog", "owl"]
     assert d.train_x.dtype == torch.uint8 and d.train_x.shape[1:] == (3, 16, 16)
@@ -25,8 +24,8 @@ def test_imagefolder_is_decoded_resized_and_cached_outside_the_dataset(tmp_path,
     assert torch.equal(d.train_x, d2.train_x)
 
 
-def test_val_split_is_seeded_and_disjoint(tmp_path):
-    root = make_imagefolder(tmp_path / "ds", per_class=12, size=(8, 8))
+def test_val_split_is_seeded_and_disjoint(tmp_path, imagefolder):
+    root = imagefolder(tmp_path / "ds", per_class=12, size=(8, 8))
     a = load_data(f"imagefolder:{root}", val_fraction=0.25, seed=1)
     b = load_data(f"imagefolder:{root}", val_fraction=0.25, seed=1)
     c = load_data(f"imagefolder:{root}", val_fraction=0.25, seed=2)
@@ -36,8 +35,8 @@ def test_val_split_is_seeded_and_disjoint(tmp_path):
     assert all(tuple(x.flatten().tolist()) not in train_rows for x in a.val_x), "no image is in both splits"
 
 
-def test_class_subset_and_caps(tmp_path):
-    root = make_imagefolder(tmp_path / "ds", classes=("a", "b", "c"), per_class=10, size=(8, 8))
+def test_class_subset_and_caps(tmp_path, imagefolder):
+    root = imagefolder(tmp_path / "ds", classes=("a", "b", "c"), per_class=10, size=(8, 8))
     d = load_data(f"imagefolder:{root}", classes=["c", "a"], train_per_class=4, test_per_class=3, val_fraction=0.25)
     assert d.classes == ["c", "a"]
     assert torch.bincount(d.train_y).tolist() == [3, 3] and torch.bincount(d.val_y).tolist() == [1, 1]
@@ -50,31 +49,31 @@ def test_class_subset_and_caps(tmp_path):
     ({"train_per_class": 0}, "train_per_class: 0 is not allowed"),
     ({"classes": ["cat"]}, "at least 2 distinct classes"),
 ])
-def test_bad_arguments(tmp_path, kwargs, match):
-    root = make_imagefolder(tmp_path / "ds", per_class=3, size=(8, 8))
+def test_bad_arguments(tmp_path, kwargs, match, imagefolder):
+    root = imagefolder(tmp_path / "ds", per_class=3, size=(8, 8))
     with pytest.raises(ValueError, match=match):
         load_data(f"imagefolder:{root}", **kwargs)
 
 
-def test_bad_folders(tmp_path):
+def test_bad_folders(tmp_path, imagefolder):
     with pytest.raises(ValueError, match="dataset: unknown value 'mnist'"):
         parse_dataset("mnist")
     no_train = tmp_path / "a"
     (no_train / "test" / "x").mkdir(parents=True)
     with pytest.raises(ValueError, match="has no train/ folder"):
         load_data(f"imagefolder:{no_train}")
-    no_test = make_imagefolder(tmp_path / "b", per_class=2, splits=("train",), size=(8, 8))
+    no_test = imagefolder(tmp_path / "b", per_class=2, splits=("train",), size=(8, 8))
     with pytest.raises(ValueError, match="neither test/ nor val/"):
         load_data(f"imagefolder:{no_test}")
-    one_class = make_imagefolder(tmp_path / "c", classes=("only",), per_class=2, size=(8, 8))
+    one_class = imagefolder(tmp_path / "c", classes=("only",), per_class=2, size=(8, 8))
     with pytest.raises(ValueError, match="1 class"):
         load_data(f"imagefolder:{one_class}")
     with pytest.raises(ValueError, match="does not exist"):
         load_data(f"imagefolder:{tmp_path / 'missing'}")
 
 
-def test_val_folder_is_used_when_there_is_no_test_folder(tmp_path):
-    root = make_imagefolder(tmp_path / "v", per_class=3, splits=("train", "val"), size=(8, 8))
+def test_val_folder_is_used_when_there_is_no_test_folder(tmp_path, imagefolder):
+    root = imagefolder(tmp_path / "v", per_class=3, splits=("train", "val"), size=(8, 8))
     assert len(load_data(f"imagefolder:{root}", val_fraction=0.0).test_y) == 6
 
 

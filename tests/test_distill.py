@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coursekit.distill import FeatureHint, check_teacher_student, kd_loss, kd_loss_fn, soft_targets
+from coursekit.distill import FeatureHint, kd_loss, kd_loss_fn, soft_targets, validate_teacher_student
 from coursekit.models import ResNetCifar
 
 
@@ -94,17 +94,17 @@ def test_bad_temperature_and_alpha(kwargs, match):
 
 def test_teacher_and_student_must_predict_the_same_classes():
     with pytest.raises(ValueError, match="same classes"):
-        check_teacher_student(ResNetCifar((1, 1, 1), 8, 10), ResNetCifar((1, 1, 1), 4, 5))
+        validate_teacher_student(ResNetCifar((1, 1, 1), 8, 10), ResNetCifar((1, 1, 1), 4, 5))
     with pytest.raises(ValueError, match="differ"):
         kd_loss(torch.zeros(2, 10), torch.zeros(2, 5), torch.zeros(2, dtype=torch.long))
 
 
 def test_a_student_larger_than_the_teacher_warns():
     with pytest.warns(UserWarning, match="not fewer than the teacher"):
-        check_teacher_student(ResNetCifar((1, 1, 1), 4), ResNetCifar((1, 1, 1), 8))
+        validate_teacher_student(ResNetCifar((1, 1, 1), 4), ResNetCifar((1, 1, 1), 8))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check_teacher_student(ResNetCifar((1, 1, 1), 8), ResNetCifar((1, 1, 1), 4))
+        validate_teacher_student(ResNetCifar((1, 1, 1), 8), ResNetCifar((1, 1, 1), 4))
 
 
 def test_soft_targets_flatten_with_temperature():

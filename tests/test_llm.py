@@ -10,7 +10,6 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from coursekit import checks
 from coursekit.layerscores import layer_similarity
 from coursekit.llm import (
-    check_layer_indices,
     decoder_layers,
     heal_with_kd,
     linear_macs_per_token,
@@ -19,15 +18,16 @@ from coursekit.llm import (
     logit_kd_loss,
     perplexity,
     remove_decoder_layers,
+    validate_layer_indices,
 )
 from coursekit.sparsity import (
     apply_sparsity,
-    check_sparsity_args,
     input_norms,
     nm_mask,
     parse_pattern,
     prunable_linears,
     unstructured_mask,
+    validate_sparsity_args,
     wanda_scores,
 )
 
@@ -87,7 +87,7 @@ def test_removed_layers_renumber_the_cache_and_generate_still_runs(tiny_llama):
     with pytest.raises(ValueError, match="removing all 5"):
         remove_decoder_layers(model, range(5))
     with pytest.raises(ValueError, match="0 to 4"):
-        check_layer_indices([7], 5)
+        validate_layer_indices([7], 5)
 
 
 def test_a_layer_with_zero_residual_branches_is_removed_without_changing_the_output(tiny_llama):
@@ -157,15 +157,15 @@ def test_input_norms_and_apply_sparsity(tiny_llama):
 
 def test_bad_sparsity_arguments_are_refused():
     with pytest.raises(ValueError, match="sparsity"):
-        check_sparsity_args(1.0, "unstructured", "wanda")
+        validate_sparsity_args(1.0, "unstructured", "wanda")
     with pytest.raises(ValueError, match="sparsity"):
-        check_sparsity_args(-0.1, "unstructured", "wanda")
+        validate_sparsity_args(-0.1, "unstructured", "wanda")
     with pytest.raises(ValueError, match="pattern"):
-        check_sparsity_args(0.5, "4:2", "wanda")
+        validate_sparsity_args(0.5, "4:2", "wanda")
     with pytest.raises(ValueError, match="pattern"):
         parse_pattern("blocks")
     with pytest.raises(ValueError, match="method"):
-        check_sparsity_args(0.5, "unstructured", "sparsegpt")
+        validate_sparsity_args(0.5, "unstructured", "sparsegpt")
     assert parse_pattern("2:4") == (2, 4) and parse_pattern("unstructured") is None
 
 

@@ -77,12 +77,12 @@ def test_every_setting_of_every_profile_is_validated():
     from coursekit import profiles
 
     for settings in profiles.PROFILES.values():
-        profiles._check_settings(dict(settings))
+        profiles._validate_settings(dict(settings))
     for key in profiles.PROFILES["cpu"]:
         bad = dict(profiles.PROFILES["cpu"])
         bad[key] = "not a valid value"
         with pytest.raises(ValueError, match=key):
-            profiles._check_settings(bad)
+            profiles._validate_settings(bad)
 
 
 def test_shared_settings_are_stated_once():

@@ -37,22 +37,6 @@ MODELS = {
 }
 
 
-def _randomize_bn(model, seed=0):
-    """Trained-looking BatchNorms (the zero-init of bn2 would make every block an identity)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data = torch.rand(m.num_features, generator=g) + 0.5
-            m.bias.data = torch.randn(m.num_features, generator=g) * 0.1
-            m.running_mean = torch.randn(m.num_features, generator=g) * 0.1
-            m.running_var = torch.rand(m.num_features, generator=g) + 0.5
-    return model.eval()
-
-
-def _x(n=3, seed=1):
-    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-
-
 # ----------------------------------------------------------------------------- unstructured
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.8, 0.95])
@@ -91,10 +75,10 @@ def test_prune_by_magnitude_reaches_the_sparsity_and_keeps_first_and_last_dense(
     assert full["stem.0"]["zeros"] == 0 and full["fc"]["zeros"] == 0
 
 
-def test_make_permanent_keeps_the_zeros_and_removes_masks_and_hooks():
+def test_make_permanent_keeps_the_zeros_and_removes_masks_and_hooks(cifar_images):
     m = ResNetCifar((1, 1, 1), 8).eval()
     prune_by_magnitude(m, 0.5)
-    x = _x()
+    x = cifar_images()
     before, nonzero = m(x), count_nonzero_params(m)
     make_permanent(m)
     assert not any(k.endswith("_mask") or k.endswith("_orig") for k in m.state_dict())
@@ -171,19 +155,19 @@ def test_unknown_layer_names_are_refused():
 
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("scope", ["inner", "stream", "all"])
-def test_ratio_zero_returns_identical_outputs(name, scope):
-    m = _randomize_bn(MODELS[name]())
+def test_ratio_zero_returns_identical_outputs(name, scope, randomize_bn, cifar_images):
+    m = randomize_bn(MODELS[name]())
     p = prune_channels(m, 0.0, scope=scope)
-    x = _x()
+    x = cifar_images()
     assert torch.equal(p(x), m(x))
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_pruning_exactly_the_zeroed_channels_keeps_the_outputs(name):
+def test_pruning_exactly_the_zeroed_channels_keeps_the_outputs(name, randomize_bn, cifar_images):
     """Zero some channels' producers (conv filters, BN gamma and beta): they carry 0 everywhere, so
     removing them, inner and residual-stream channels alike, changes no output."""
     torch.manual_seed(0)
-    m = _randomize_bn(MODELS[name]())
+    m = randomize_bn(MODELS[name]())
     groups = channel_groups(m, "all")
     plan = {}
     with torch.no_grad():
@@ -195,7 +179,7 @@ def test_pruning_exactly_the_zeroed_channels_keeps_the_outputs(name):
                 bn.weight[idx] = 0
                 bn.bias[idx] = 0
             plan[gname] = n_zero / g.channels
-    x = _x()
+    x = cifar_images()
     before = m(x)
     p = prune_channels(m, plan, round_to=1)
     assert torch.allclose(p(x), before, atol=1e-5)
@@ -204,13 +188,13 @@ def test_pruning_exactly_the_zeroed_channels_keeps_the_outputs(name):
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if n != "resnet111_w8_pool"])
-def test_uniform_pruning_shrinks_macs_and_keeps_multiples_of_8(name):
+def test_uniform_pruning_shrinks_macs_and_keeps_multiples_of_8(name, cifar_images):
     m = MODELS[name]()
     p = prune_channels(m, 0.5, scope="all")
     assert count_macs(p) < 0.5 * count_macs(m)
     convs = [c for n, c in p.named_modules() if isinstance(c, nn.Conv2d) and n not in ("stem.0", "conv1")]
     assert all(c.out_channels % 8 == 0 for c in convs)
-    assert p(_x()).shape == m(_x()).shape
+    assert p(cifar_images()).shape == m(cifar_images()).shape
 
 
 def test_eight_channels_stay_eight_when_rounding_to_8():
@@ -219,8 +203,8 @@ def test_eight_channels_stay_eight_when_rounding_to_8():
     assert p.layer1[0].conv1.out_channels == 8 and p.layer2[0].conv1.out_channels == 8 and p.layer3[0].conv1.out_channels == 16
 
 
-def test_prune_channels_does_not_change_the_input_model():
-    m = _randomize_bn(ResNetCifar((1, 1, 1), 16))
+def test_prune_channels_does_not_change_the_input_model(randomize_bn):
+    m = randomize_bn(ResNetCifar((1, 1, 1), 16))
     state = {k: v.clone() for k, v in m.state_dict().items()}
     prune_channels(m, 0.5, scope="all")
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in state.items())
@@ -238,14 +222,14 @@ def test_importance_picks_the_channels_that_go():
 
 
 @pytest.mark.parametrize("importance", [l1_filter_importance, bn_scale_importance, random_importance(1)])
-def test_every_importance_function_plugs_into_prune_channels(importance):
-    m = _randomize_bn(ResNetCifar((1, 1, 1), 16))
-    assert prune_channels(m, 0.5, importance=importance)(_x()).shape == (3, 10)
+def test_every_importance_function_plugs_into_prune_channels(importance, randomize_bn, cifar_images):
+    m = randomize_bn(ResNetCifar((1, 1, 1), 16))
+    assert prune_channels(m, 0.5, importance=importance)(cifar_images()).shape == (3, 10)
 
 
-def test_prune_conv_bn_and_inputs_by_hand():
+def test_prune_conv_bn_and_inputs_by_hand(randomize_bn):
     torch.manual_seed(0)
-    conv, bn, nxt = nn.Conv2d(3, 6, 3, padding=1), _randomize_bn(nn.BatchNorm2d(6)), nn.Conv2d(6, 4, 1)
+    conv, bn, nxt = nn.Conv2d(3, 6, 3, padding=1), randomize_bn(nn.BatchNorm2d(6)), nn.Conv2d(6, 4, 1)
     keep = torch.tensor([0, 2, 5])
     c2, b2 = prune_conv_bn(conv, bn, keep)
     n2 = prune_in_channels(nxt, keep)
@@ -283,15 +267,15 @@ def test_ratios_from_sensitivity():
 
 
 @pytest.mark.parametrize("name", ["resnet222_w16", "tv_resnet18"])
-def test_pruned_checkpoint_loads_in_a_fresh_process_with_identical_outputs(name, tmp_path):
-    m = _randomize_bn(MODELS[name]())
+def test_pruned_checkpoint_loads_in_a_fresh_process_with_identical_outputs(name, tmp_path, randomize_bn, cifar_images):
+    m = randomize_bn(MODELS[name]())
     spec = {"name": "resnet_cifar", **m.config} if name != "tv_resnet18" else {"name": "resnet18_cifar", **m.config}
     p = prune_channels(m, 0.5, scope="all")
     save_checkpoint(tmp_path / "p.pt", p, spec)
-    assert outputs_match_in_fresh_process(tmp_path / "p.pt", p, _x())
+    assert outputs_match_in_fresh_process(tmp_path / "p.pt", p, cifar_images())
     with torch.no_grad():
         p.fc.bias.add_(1.0)  # a different model must not match
-    assert not outputs_match_in_fresh_process(tmp_path / "p.pt", p, _x())
+    assert not outputs_match_in_fresh_process(tmp_path / "p.pt", p, cifar_images())
     same, _ = load_checkpoint(tmp_path / "p.pt")
     assert [t.shape for t in same.state_dict().values()] == [t.shape for t in p.state_dict().values()]
 
@@ -307,13 +291,13 @@ def test_sparse_format_is_smaller_only_when_sparse():
     assert sparse_state_dict_bytes(m) < 0.4 * dense
 
 
-def test_masked_models_can_be_copied_after_pruning_and_training():
+def test_masked_models_can_be_copied_after_pruning_and_training(cifar_images):
     import copy
 
     m = prune_by_magnitude(ResNetCifar((1, 1, 1), 8), 0.5)
     copy.deepcopy(m)
     m.train()
-    m(_x()).sum().backward()  # a training forward leaves weight with a gradient history
+    m(cifar_images()).sum().backward()  # a training forward leaves weight with a gradient history
     from coursekit.prune import detach_masked_weights
 
     copy.deepcopy(detach_masked_weights(m))

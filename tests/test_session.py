@@ -21,10 +21,8 @@ def test_record_all_measures_side_by_side_and_appends_one_record_each(tmp_path):
         S.record_all([{"model": big, "stage": "s", "name": "x", "accuracy": 0.1}] * 2)
 
 
-def test_record_text_times_each_architecture_once_and_writes_part2_fields(tmp_path):
+def test_record_text_times_each_architecture_once_and_writes_part2_fields(tmp_path, tiny_bert):
     from coursekit.textmodels import TextClassifier, count_text_macs, keep_layers
-    from tests.test_text import tiny_bert
-
     S = start_session("99_text", profile="smoke", run_dir=str(tmp_path / "run"), dataset="sst2", print_report=False)
     a = TextClassifier(tiny_bert(layers=2), 2)
     b = TextClassifier(tiny_bert(layers=2), 2)  # same shapes as a
@@ -39,11 +37,9 @@ def test_record_text_times_each_architecture_once_and_writes_part2_fields(tmp_pa
     assert all(r["task"] == "sst2" and r["perplexity"] is None and r["dataset"] == "sst2" for r in on_disk)
 
 
-def test_train_text_runs_the_recipe_for_steps_or_epochs(tmp_path):
+def test_train_text_runs_the_recipe_for_steps_or_epochs(tmp_path, tiny_bert, tiny_split):
     from coursekit.textdata import TextBatches
     from coursekit.textmodels import TextClassifier
-    from tests.test_text import tiny_bert, tiny_split
-
     S = start_session("99_text", profile="smoke", run_dir=str(tmp_path / "run"), dataset="sst2", print_report=False)
     split = tiny_split(32)
     model = TextClassifier(tiny_bert(layers=1), 2)
@@ -57,14 +53,12 @@ def test_train_text_runs_the_recipe_for_steps_or_epochs(tmp_path):
     assert len(TextBatches(split, 8, pad_id=0)) == 4
 
 
-def test_cache_key_of_the_base_model_covers_every_training_setting(tmp_path, monkeypatch):
+def test_cache_key_of_the_base_model_covers_every_training_setting(tmp_path, monkeypatch, imagefolder):
     """Part 1's run-dir cache: a change to any setting that shapes the weights (schedule, data, resolved autocast,
     channels_last, recipe version) gives another key; the same settings give the same key."""
     from coursekit import env
     from coursekit.train import config_key
-    from tests.conftest import make_imagefolder
-
-    root = make_imagefolder(tmp_path / "imgs", per_class=5)
+    root = imagefolder(tmp_path / "imgs", per_class=5)
     common = dict(profile="smoke", run_dir=str(tmp_path / "run"), dataset=f"imagefolder:{root}", print_report=False)
 
     def key(**overrides):

@@ -9,14 +9,13 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import BertConfig, BertModel
 
 from coursekit.distill import CachedTeacherLogits, hidden_state_loss, kd_loss, text_kd_loss_fn
 from coursekit.metrics import count_params
 from coursekit.params import parse_int_list, parse_str_list
 from coursekit.pretrained import ENCODER, offline_copy_dir
 from coursekit.recipe import Recipe
-from coursekit.textdata import TextBatches, TextSplit, load_text_task, pad_batch, read_task_file, subset_per_class
+from coursekit.textdata import TextBatches, load_text_task, pad_batch, read_task_file, subset_per_class
 from coursekit.textmodels import (
     TextClassifier,
     alternate_layers,
@@ -31,22 +30,6 @@ from coursekit.textmodels import (
 needs_minilm = pytest.mark.skipif(offline_copy_dir(ENCODER) is None, reason="offline MiniLM copy not installed")
 
 
-def tiny_bert(layers=4, hidden=16, heads=2, ffn=32, vocab=60):
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                     intermediate_size=ffn, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
-    return BertModel(cfg)
-
-
-def tiny_split(n=24, seed=0, vocab=60):
-    g = torch.Generator().manual_seed(seed)
-    ids = [torch.cat([torch.tensor([1]), torch.randint(5, vocab, (int(torch.randint(1, 12, (1,), generator=g)),),
-                                                       generator=g), torch.tensor([2])]) for _ in range(n)]
-    labels = torch.tensor([int(t[1] % 2) for t in ids])
-    return TextSplit(ids, labels, [str(i) for i in range(n)])
-
-
 # ----------------------------------------------------------------------------- data
 
 def test_read_task_file_parses_labels_and_latin1(tmp_path):
@@ -59,7 +42,7 @@ def test_read_task_file_parses_labels_and_latin1(tmp_path):
         read_task_file(f)
 
 
-def test_text_batches_pad_per_batch_cover_every_sentence_once_and_bucket():
+def test_text_batches_pad_per_batch_cover_every_sentence_once_and_bucket(tiny_split):
     split = tiny_split(200)
     tb = TextBatches(split, 8, pad_id=0, shuffle=True, seed=3)
     seen = []
@@ -77,7 +60,7 @@ def test_text_batches_pad_per_batch_cover_every_sentence_once_and_bucket():
         TextBatches(split, 0, pad_id=0)
 
 
-def test_same_seed_same_batches_and_subset_per_class():
+def test_same_seed_same_batches_and_subset_per_class(tiny_split):
     split = tiny_split(100)
     a = [x for x, _ in TextBatches(split, 8, pad_id=0, shuffle=True, seed=5)]
     b = [x for x, _ in TextBatches(split, 8, pad_id=0, shuffle=True, seed=5)]
@@ -147,7 +130,7 @@ def test_masked_mean_by_hand():
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "cls_pooler"])
-def test_text_classifier_logits_do_not_depend_on_padding(pooling):
+def test_text_classifier_logits_do_not_depend_on_padding(pooling, tiny_bert):
     model = TextClassifier(tiny_bert(), 3, pooling=pooling).eval()
     short, long = torch.tensor([1, 7, 8, 2]), torch.tensor([1, 9, 10, 11, 12, 13, 2])
     with torch.no_grad():
@@ -156,21 +139,21 @@ def test_text_classifier_logits_do_not_depend_on_padding(pooling):
     assert torch.allclose(alone[0], batch[0], atol=1e-5)
 
 
-def test_text_classifier_rejects_bad_arguments():
+def test_text_classifier_rejects_bad_arguments(tiny_bert):
     with pytest.raises(ValueError, match="pooling: unknown value 'max'"):
         TextClassifier(tiny_bert(), 2, pooling="max")
     with pytest.raises(ValueError, match="num_classes: 1 is not allowed"):
         TextClassifier(tiny_bert(), 1)
 
 
-def test_parameters_by_part_add_up():
+def test_parameters_by_part_add_up(tiny_bert):
     model = TextClassifier(tiny_bert(), 3)
     parts = parameters_by_part(model)
     assert sum(parts.values()) == count_params(model)
     assert parts["embeddings"] == (60 + 64 + 2) * 16 + 2 * 16 and parts["head"] == 16 * 3 + 3
 
 
-def test_count_text_macs_matches_the_formula():
+def test_count_text_macs_matches_the_formula(tiny_bert):
     layers, H, ffn, L = 2, 16, 32, 10
     model = TextClassifier(tiny_bert(layers=layers, hidden=H, ffn=ffn), 3)
     per_layer = L * (4 * H * H + 2 * H * ffn) + 2 * L * L * H  # projections + FFN + scores and weighted sum
@@ -178,7 +161,7 @@ def test_count_text_macs_matches_the_formula():
     assert count_text_macs(model, L) == layers * per_layer + pooler_and_head
 
 
-def test_alternate_layers_and_keep_layers_copy_the_teachers_weights():
+def test_alternate_layers_and_keep_layers_copy_the_teachers_weights(tiny_bert):
     assert alternate_layers(6, 3) == [0, 2, 4] and alternate_layers(12, 6) == [0, 2, 4, 6, 8, 10]
     with pytest.raises(ValueError, match="student_layers: 7 is not allowed; use an integer from 1 to 6"):
         alternate_layers(6, 7)
@@ -194,14 +177,14 @@ def test_alternate_layers_and_keep_layers_copy_the_teachers_weights():
         keep_layers(teacher, [0, 4])
 
 
-def test_keep_every_layer_gives_identical_outputs():
+def test_keep_every_layer_gives_identical_outputs(tiny_bert):
     teacher = TextClassifier(tiny_bert(layers=3), 2).eval()
     x = torch.randint(3, 60, (4, 9))
     with torch.no_grad():
         assert torch.equal(keep_layers(teacher, [0, 1, 2])(x), teacher(x))
 
 
-def test_saved_text_model_reloads_in_a_fresh_process_with_identical_logits(tmp_path):
+def test_saved_text_model_reloads_in_a_fresh_process_with_identical_logits(tmp_path, tiny_bert):
     model = keep_layers(TextClassifier(tiny_bert(layers=4), 3, pooling="mean", pad_id=0), [1, 3]).eval()
     path = save_text_model(tmp_path / "m.pt", model, {"acc": 0.5})
     x = torch.randint(3, 60, (3, 7))
@@ -218,7 +201,7 @@ def test_saved_text_model_reloads_in_a_fresh_process_with_identical_logits(tmp_p
 
 # ----------------------------------------------------------------------------- distillation
 
-def test_kd_on_transformer_logits_equals_part_1s_kd_loss():
+def test_kd_on_transformer_logits_equals_part_1s_kd_loss(tiny_bert, tiny_split):
     teacher = TextClassifier(tiny_bert(layers=4), 2).eval()
     student = keep_layers(teacher, [0, 2]).eval()
     split = tiny_split(30)
@@ -249,7 +232,7 @@ def test_hidden_state_loss_by_hand_and_ignores_padding():
         hidden_state_loss(s, t, mask, {1: 1}, kind="l1")
 
 
-def test_text_kd_with_hidden_states_trains_and_needs_the_teacher():
+def test_text_kd_with_hidden_states_trains_and_needs_the_teacher(tiny_bert, tiny_split):
     teacher = TextClassifier(tiny_bert(layers=4), 2).eval()
     split = tiny_split(16)
     cache = CachedTeacherLogits(teacher, split, pad_id=0, amp="off")
@@ -277,7 +260,7 @@ def test_recipe_key_changes_with_every_field_and_only_then():
     assert len(keys) == len(changes) and base.key() not in keys
 
 
-def test_recipe_fit_freezes_and_train_or_load_reuses_only_the_same_recipe(tmp_path):
+def test_recipe_fit_freezes_and_train_or_load_reuses_only_the_same_recipe(tmp_path, tiny_bert, tiny_split):
     split = tiny_split(16)
     batches = TextBatches(split, 8, pad_id=0, shuffle=True)
     recipe = Recipe(epochs=1, lr=1e-3, batch_size=8, seed=0, frozen=("encoder.embeddings.word_embeddings",))
@@ -316,7 +299,7 @@ def test_parse_lists_from_papermill_text():
         parse_str_list("target_classes", "[ship, truck")
 
 
-def test_cached_hidden_states_equal_a_live_teacher_and_give_the_same_loss():
+def test_cached_hidden_states_equal_a_live_teacher_and_give_the_same_loss(tiny_bert, tiny_split):
     teacher = TextClassifier(tiny_bert(layers=4), 2).eval()
     split = tiny_split(20)
     cache = CachedTeacherLogits(teacher, split, pad_id=0, amp="off", hidden_layers=(1, 3))

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from coursekit import checks
-from coursekit.layerscores import block_angular, check_layers_removed, layer_similarity, layers_by_criterion
+from coursekit.layerscores import block_angular, layer_similarity, layers_by_criterion, validate_layers_removed
 from coursekit.metrics import count_params
 from coursekit.textmodels import keep_layers, load_text_model, save_text_model
 from coursekit.textprune import (
-    check_keep_fraction,
     encoder_layers,
     ffn_importance,
     ffn_to_remove,
@@ -24,6 +23,7 @@ from coursekit.textprune import (
     prune_ffn,
     prune_heads,
     reshape_layers,
+    validate_keep_fraction,
     zero_ffn,
     zero_heads,
 )
@@ -128,12 +128,12 @@ def test_bad_input_is_refused_before_any_work(tiny_classifier):
     with pytest.raises(ValueError, match="criterion"):
         ffn_importance(model, criterion="taylor")
     with pytest.raises(ValueError, match="head_keep"):
-        check_keep_fraction("head_keep", 0.05, 72, 6, "heads")
+        validate_keep_fraction("head_keep", 0.05, 72, 6, "heads")
     with pytest.raises(ValueError, match="head_keep"):
-        check_keep_fraction("head_keep", 1.5, 72, 6, "heads")
-    assert check_keep_fraction("head_keep", 0.5, 72, 6, "heads") == 36
+        validate_keep_fraction("head_keep", 1.5, 72, 6, "heads")
+    assert validate_keep_fraction("head_keep", 0.5, 72, 6, "heads") == 36
     with pytest.raises(ValueError, match="layers_removed: 6"):
-        check_layers_removed(6, 6)
+        validate_layers_removed(6, 6)
     with pytest.raises(ValueError, match="criterion"):
         layers_by_criterion("random", 1, 6, {"angular": [0] * 6})
     assert layer_shapes(model) == [{"heads": 4, "ffn": 32}] * 3  # nothing was changed by the refused calls

@@ -15,7 +15,6 @@ from coursekit.transfer import (
     trainable_names,
     unfreeze,
 )
-from tests.test_train import _toy_batches
 
 
 def test_replace_head_keeps_the_backbone():
@@ -31,14 +30,14 @@ def test_replace_head_keeps_the_backbone():
         replace_head(nn.Sequential(nn.Conv2d(3, 3, 1)), 2)
 
 
-def test_frozen_parameters_and_bn_statistics_do_not_change_in_training():
+def test_frozen_parameters_and_bn_statistics_do_not_change_in_training(toy_batches):
     torch.manual_seed(0)
     m = ResNetCifar((1, 1, 1), 8, num_classes=2)
     frozen = freeze(m, ["stem.*", "layer1.*", "layer2.*"])
     assert frozen and all(not n.startswith(("layer3", "fc")) for n in frozen)
     assert set(trainable_names(m)) == {n for n, _ in m.named_parameters() if n.startswith(("layer3", "fc"))}
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    fit(m, _toy_batches(batch_size=16, shuffle=True), epochs=2, lr=0.1, amp="off", progress=False)
+    fit(m, toy_batches(batch_size=16, shuffle=True), epochs=2, lr=0.1, amp="off", progress=False)
     after = m.state_dict()
     for k in before:
         if k.startswith(("stem", "layer1", "layer2")):
@@ -97,10 +96,10 @@ def test_load_matching_refuses_names_the_model_lacks():
         load_matching(dst, renamed)
 
 
-def test_features_are_the_head_input_and_a_probe_learns_them():
+def test_features_are_the_head_input_and_a_probe_learns_them(toy_batches):
     torch.manual_seed(0)
     m = ResNetCifar((1, 1, 1), 4, num_classes=2)
-    feats, ys = extract_features(m, _toy_batches(batch_size=16))
+    feats, ys = extract_features(m, toy_batches(batch_size=16))
     assert feats.shape == (64, 16) and ys.shape == (64,)
     assert isinstance(m.fc, nn.Linear), "the head is put back"
     head = linear_probe(feats, ys, 2, epochs=200, lr=0.05)
@@ -108,16 +107,16 @@ def test_features_are_the_head_input_and_a_probe_learns_them():
     assert acc > 0.9
     m.fc = head
     m.eval()
-    x, y = next(iter(_toy_batches(batch_size=64)))
+    x, y = next(iter(toy_batches(batch_size=64)))
     assert torch.allclose(m(x), head(feats), atol=1e-4), "the probe applies to raw features"
 
 
 def test_labels_per_class_is_checked():
-    from coursekit.transfer import check_labels_per_class
+    from coursekit.transfer import validate_labels_per_class
 
-    check_labels_per_class(5, {"a": 5, "b": 9})
+    validate_labels_per_class(5, {"a": 5, "b": 9})
     for bad in (0, -3, 2.5, True, None):
         with pytest.raises(ValueError, match="labels_per_class"):
-            check_labels_per_class(bad)
+            validate_labels_per_class(bad)
     with pytest.raises(ValueError, match=r"more than some classes have: \{'a': 5\}"):
-        check_labels_per_class(6, {"a": 5, "b": 9})
+        validate_labels_per_class(6, {"a": 5, "b": 9})

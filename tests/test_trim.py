@@ -12,17 +12,18 @@ from coursekit.trim import (
     angular_importance,
     block_influence,
     blocks_to_drop,
-    check_blocks_to_remove,
     influence_importance,
     removable_blocks,
     remove_blocks,
     residual_blocks,
+    validate_blocks_to_remove,
 )
-from tests.test_prune import _randomize_bn, _x
 
 
-def _model():
-    return _randomize_bn(ResNetCifar((3, 2, 2), 8, stem_pool=True))
+@pytest.fixture
+def trim_model(randomize_bn):
+    """Factory of a small ResNet (3, 2, 2 blocks, stem pooling) with trained-looking BatchNorms."""
+    return lambda: randomize_bn(ResNetCifar((3, 2, 2), 8, stem_pool=True))
 
 
 def test_removable_blocks_are_the_shape_preserving_ones():
@@ -33,14 +34,14 @@ def test_removable_blocks_are_the_shape_preserving_ones():
     assert removable_blocks(tv) == ["layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
 
 
-def test_removing_a_block_whose_branch_outputs_zeros_changes_nothing():
-    m = _model()
+def test_removing_a_block_whose_branch_outputs_zeros_changes_nothing(cifar_images, trim_model):
+    m = trim_model()
     with torch.no_grad():  # residual branch = bn2(conv2(...)) = 0 with gamma = beta = 0
         m.layer1[1].bn2.weight.zero_()
         m.layer1[1].bn2.bias.zero_()
         m.layer2[1].bn2.weight.zero_()
         m.layer2[1].bn2.bias.zero_()
-    x = _x()
+    x = cifar_images()
     out = remove_blocks(m, ["layer1.1", "layer2.1"])
     # relu(0 + x) == x because x is already the output of a ReLU
     assert torch.allclose(out(x), m(x), atol=1e-5)
@@ -48,26 +49,26 @@ def test_removing_a_block_whose_branch_outputs_zeros_changes_nothing():
     assert count_macs(out) < count_macs(m)
 
 
-def test_downsampling_blocks_are_never_removed_silently():
-    m = _model()
+def test_downsampling_blocks_are_never_removed_silently(cifar_images, trim_model):
+    m = trim_model()
     with pytest.raises(ValueError, match=r"\['layer2.0'\] change the tensor's shape"):
         remove_blocks(m, ["layer1.0", "layer2.0"])
     kept = remove_blocks(m, ["layer2.0"], downsampling="projection")
     assert isinstance(kept.layer2[0], nn.Sequential) and isinstance(kept.layer2[0][0], nn.Conv2d)
-    assert kept(_x()).shape == (3, 10)
+    assert kept(cifar_images()).shape == (3, 10)
     assert count_macs(kept) < count_macs(m)
 
 
 @pytest.mark.parametrize("names,match", [(["layer9.0"], "no block"), (["layer1.0", "layer1.0"], "twice")])
-def test_bad_block_names_are_refused(names, match):
+def test_bad_block_names_are_refused(names, match, trim_model):
     with pytest.raises(ValueError, match=match):
-        remove_blocks(_model(), names)
+        remove_blocks(trim_model(), names)
 
 
 @pytest.mark.parametrize("k", [-1, 6, 1.5, True])
-def test_bad_blocks_to_remove_is_refused(k):
+def test_bad_blocks_to_remove_is_refused(k, trim_model):
     with pytest.raises(ValueError, match="blocks_to_remove"):
-        check_blocks_to_remove(k, _model())
+        validate_blocks_to_remove(k, trim_model())
 
 
 def test_blocks_to_drop_takes_the_least_important_allowed():
@@ -89,9 +90,9 @@ def test_similarity_scores_by_hand():
     assert angular_distance(x, x) == pytest.approx(0.0, abs=1e-3)
 
 
-def test_importance_functions_share_one_signature():
+def test_importance_functions_share_one_signature(trim_model):
     torch.manual_seed(0)
-    m = _model()
+    m = trim_model()
     x = torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8)
     y = torch.randint(0, 10, (32,))
     batches = Batches(x, y, torch.full((3,), 0.5), torch.full((3,), 0.25), 16)
@@ -107,18 +108,18 @@ def test_importance_functions_share_one_signature():
 
 
 @pytest.mark.parametrize("projection", [False, True])
-def test_trimmed_checkpoint_loads_in_a_fresh_process_with_identical_outputs(tmp_path, projection):
-    m = _model()
+def test_trimmed_checkpoint_loads_in_a_fresh_process_with_identical_outputs(tmp_path, projection, cifar_images, trim_model):
+    m = trim_model()
     trimmed = remove_blocks(m, ["layer1.1", "layer2.0"] if projection else ["layer1.1", "layer3.1"],
                             downsampling="projection" if projection else "error")
     save_checkpoint(tmp_path / "t.pt", trimmed, {"name": "resnet_cifar", **m.config})
-    assert outputs_match_in_fresh_process(tmp_path / "t.pt", trimmed, _x())
+    assert outputs_match_in_fresh_process(tmp_path / "t.pt", trimmed, cifar_images())
     loaded, _ = load_checkpoint(tmp_path / "t.pt")
     assert isinstance(loaded.layer1[1], nn.Identity)
 
 
-def test_a_plain_stack_has_no_shortcuts_and_no_zero_init():
+def test_a_plain_stack_has_no_shortcuts_and_no_zero_init(cifar_images):
     m = ResNetCifar((2, 2, 2), 8, residual=False)
     assert all(len(b.shortcut) == 0 for b in m.modules() if hasattr(b, "shortcut"))
     assert all(bool((b.bn2.weight != 0).all()) for b in m.modules() if hasattr(b, "bn2"))
-    assert m(_x()).shape == (3, 10) and m.config["residual"] is False
+    assert m(cifar_images()).shape == (3, 10) and m.config["residual"] is False
