@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= auto
 
-.PHONY: course test test-fast lab student slides strip lint clean-venv
+.PHONY: course test test-fast lab student slides strip lint clean-venv browser-deps
 
 $(STAMP): pyproject.toml requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,20 @@ course: $(STAMP)
 # executed as committed by nbval; every other chapter runs once, with non-default parameters, in tests/test_notebooks.py
 NBVAL_NOTEBOOKS := notebooks/00_baseline.ipynb notebooks/02_knowledge_distillation.ipynb
 
-## test: unit tests, then notebook tests (papermill with non-default parameters + nbval lax, smoke profile; each notebook once)
+## test: unit tests, then notebook tests (papermill with non-default parameters + nbval lax, smoke profile; each notebook once),
+## then the browser test (JupyterLab driven by headless Chromium; skipped outside CI when chromium is absent: make browser-deps)
 test: $(STAMP)
-	$(PY) -m pytest -q --timeout=1200 tests
+	$(PY) -m pytest -q --timeout=1200 -m "not browser" tests
 	runs=$$(mktemp -d) && COURSEKIT_PROFILE=smoke COURSEKIT_RUNS_BASE=$$runs $(PY) -m pytest -q --nbval-lax \
 		--nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		-p no:cacheprovider $(NBVAL_NOTEBOOKS); \
 		status=$$?; rm -rf $$runs; exit $$status
+	$(PY) -m pytest -q --timeout=900 -m browser tests/test_browser.py
+
+## browser-deps: Debian's chromium and chromium-driver for the browser test (root; .ci/run does this)
+browser-deps:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-wqy-microhei; }
 
 ## test-fast: the unit tests alone (no notebook executed, no real model loaded), for the edit loop
 test-fast: $(STAMP)

@@ -93,9 +93,14 @@ def check_soften(soften) -> bool:
     for T in (1.0, 4.0):
         got = soften(z, T)
         if not torch.allclose(got.sum(dim=-1), torch.ones(2), atol=1e-5):
-            _fail(f"soften(z, {T}) rows do not sum to 1.", "apply the softmax over the last (class) dimension.")
+            _fail(f"soften(z, {T}) rows do not sum to 1.", "normalise over the last (class) dimension.")
         if not torch.allclose(got, F.softmax(z / T, dim=-1), atol=1e-6):
-            _fail(f"soften(z, {T}) returned {got.tolist()}.", "divide the logits by T before the softmax, not after.")
+            _fail(f"soften(z, {T}) returned {got.tolist()}.", "divide the logits by T before the exponential, not after.")
+    big = torch.tensor([[1000.0, 0.0, -1000.0], [500.0, 500.0, 0.0]])
+    got = soften(big, 1.0)
+    if not torch.isfinite(got).all() or not torch.allclose(got, F.softmax(big, dim=-1), atol=1e-6):
+        _fail(f"soften of logits of size 1000 returned {got.tolist()}.",
+              "exp(1000) overflows to inf; subtract each row's maximum from the logits first (the ratios do not change).")
     return True
 
 
@@ -110,7 +115,7 @@ def check_kl_term(kl_term) -> bool:
             zero = float(kl_term(s, s, T))
             if abs(zero) > 1e-6:
                 _fail(f"kl_term(s, s, {T}) = {zero:.4f}, but a distribution's KL to itself is 0.",
-                      "F.kl_div(input, target) wants input = log-probabilities (log_softmax), target = probabilities.")
+                      "KL(p_t || p_s) = sum over classes of p_t * (log p_t - log p_s), both logs from log_softmax.")
             if abs(float(got) * T * T - float(want)) < 1e-5 or abs(float(got) - float(want) / (T * T)) < 1e-5:
                 _fail(f"kl_term(..., T={T}) is off by a factor T^2.", "multiply the KL by T**2 (Hinton et al. 2015).")
             _fail(f"kl_term(..., T={T}) returned {float(got):.5f}, expected {float(want):.5f}.",
@@ -190,7 +195,8 @@ def check_freeze_all_but_last_stage(freeze_all_but_last_stage) -> bool:
     m(torch.zeros(2, 3, 16, 16))
     if m.layer1[0].bn1.training:
         _fail("a frozen BatchNorm is still in train mode after model.train().",
-              "use coursekit.transfer.freeze (it keeps frozen BatchNorms in eval mode) or hook them yourself.")
+              "model.train() sets every module to train mode: register a forward pre-hook on each frozen BatchNorm "
+              "that calls module.eval() before it runs.")
     return True
 
 

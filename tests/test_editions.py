@@ -104,3 +104,68 @@ def test_strip_volatile_metadata_keeps_outputs_and_names_the_kernel():
     assert "papermill" not in nb.metadata and "papermill" not in nb.cells[0].metadata
     assert nb.metadata["kernelspec"] == KERNEL and nb.cells[0].metadata["tags"] == ["parameters"]
     assert nb.cells[0].outputs[0]["text"] == "1\n" and nb.cells[0].execution_count == 1
+
+
+KEEP_NAMES = {"torch", "nn", "F", "np", "math", "len", "range", "sum", "min", "max", "abs", "round", "sorted", "zip",
+              "True", "False", "None", "and", "or", "not", "in", "is", "if", "else", "for", "lambda"}
+
+
+def _normalised(code: str) -> str:
+    """``code`` with every variable name replaced by ``_`` and spaces dropped (attributes, calls of torch / nn / F and
+    builtins kept): ``conv.weight.abs()`` and ``block.conv1.weight.abs()`` both contain ``_.weight.abs()``."""
+    import io
+    import tokenize
+
+    out, prev = [], None
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type == tokenize.NAME and tok.string not in KEEP_NAMES and prev != ".":
+                out.append("_")
+            elif tok.type in (tokenize.NAME, tokenize.OP, tokenize.NUMBER, tokenize.STRING):
+                out.append(tok.string)
+            prev = tok.string
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return code.replace(" ", "")
+    return "".join(out)
+
+
+def _solution_lines(source: str) -> list[str]:
+    """The statements inside the defs of a solution cell, normalised (``_normalised``), that carry an answer: at least
+    15 characters once normalised, and not a block opener such as ``with torch.no_grad():``."""
+    import ast
+
+    lines, out = source.splitlines(), []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef):
+            for stmt in node.body:
+                if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+                    continue  # the docstring stays in the student edition on purpose
+                for line in lines[stmt.lineno - 1: stmt.end_lineno]:
+                    line = line.split("#")[0].strip().removeprefix("return ").strip()
+                    if line.endswith(":"):
+                        continue
+                    norm = _normalised(line)
+                    norm = norm[1:] if norm.startswith("_.") else norm  # x.weight... also matches a.b.weight...
+                    if len(norm) >= 15:
+                        out.append(norm)
+    return out
+
+
+@pytest.mark.parametrize("path", list_notebooks(), ids=lambda p: p.stem)
+def test_no_solution_text_survives_in_the_student_edition(path):
+    """No line of an exercise's solution appears anywhere in the student edition, even with its variables renamed:
+    not in the stub, and not in a worked example elsewhere in the chapter that would give the answer away."""
+    nb = nbformat.read(path, as_version=4)
+    solutions = [c.source for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert solutions, "every chapter has exercises"
+    student = student_edition(nb)
+    texts = ["\n".join(_normalised(line) for line in c.source.splitlines()) for c in student.cells]
+    leaks = [(line, i) for sol in solutions for line in _solution_lines(sol) for i, t in enumerate(texts) if line in t]
+    assert not leaks, f"solution text in the student edition (normalised line, cell): {leaks}"
+
+
+def test_the_leak_test_sees_through_renamed_variables():
+    sol = "def l1(conv, bn):\n    return conv.weight.detach().abs().flatten(1).sum(1)\n"
+    shown = _normalised("scores = block.conv1.weight.detach().abs().flatten(1).sum(1)  # L1 per filter")
+    assert any(line in shown for line in _solution_lines(sol))
+    assert not any(line in _normalised("scores = ckp.l1_filter_importance(block.conv1, block.bn1)") for line in _solution_lines(sol))
