@@ -25,8 +25,9 @@ from .models import model_from_spec
 from .profiles import Profile, resolve_profile
 from .prune import detach_masked_weights
 from .recipe import Recipe
+from .stats import mcnemar
 from .textdata import TextBatches, load_text_task
-from .train import evaluate, fit
+from .train import evaluate, fit, predict_logits
 
 __all__ = ["Session", "start_session", "resolve_run_dir", "TEXT_DATASETS"]
 
@@ -122,6 +123,26 @@ class Session:
     def accuracy(self, model, splits: _data.DataSplits, split: str = "test") -> float:
         """Accuracy of ``model`` on ``split`` (test by default), with flip TTA when the profile says so."""
         return evaluate(model, self.batches(splits, split), amp=self.profile.amp, tta=self.profile.tta)["accuracy"]
+
+    def paired_test(self, model_a, model_b, splits: _data.DataSplits, names=("A", "B"), split: str = "test") -> dict:
+        """Two models compared on the same examples (Dietterich 1998): their predictions on ``split`` (as
+        ``accuracy`` makes them), the exact McNemar test on the examples exactly one of them gets right.
+
+        Returns {"a_only", "b_only", "p_value", "difference" (accuracy of A minus B, points), "text": one line that
+        says which is better, or that the difference is within the noise (p >= 0.05)}."""
+        correct = []
+        for m in (model_a, model_b):
+            logits, y = predict_logits(m, self.batches(splits, split), amp=self.profile.amp, tta=self.profile.tta)
+            correct.append((logits.argmax(1) == y).cpu().numpy())
+        res = mcnemar(*correct)
+        diff = 100 * (correct[0].mean() - correct[1].mean())
+        verdict = (f"{names[0] if diff > 0 else names[1]} is better" if res["p_value"] < 0.05
+                   else "within the noise (no winner)")
+        res["difference"] = float(diff)
+        res["text"] = (f"{names[0]} - {names[1]}: {diff:+.2f} points on {len(correct[0]):,} {split} images; only "
+                       f"{names[0]} right on {res['a_only']}, only {names[1]} on {res['b_only']}: exact McNemar "
+                       f"p = {res['p_value']:.3f}, {verdict}")
+        return res
 
     def base_config(self, splits: _data.DataSplits, spec: dict | None = None, epochs: int | None = None) -> dict:
         """The key of the run-dir cache of a model of ``spec`` (default: the profile's base model) trained with

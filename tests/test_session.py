@@ -96,3 +96,28 @@ def test_latency_table_is_the_one_measurement_behind_every_comparison(tmp_path):
     text = S.latency_table({"t": torch.nn.Embedding(50, 4)}, [2], input_fn=lambda b: torch.zeros(b, 5, dtype=torch.long),
                            key_suffix="_s5", rounds=1)
     assert set(text["t"]) == {"cpu_b2_s5"}
+
+
+def test_paired_test_counts_the_examples_only_one_model_gets_right(tmp_path, imagefolder, monkeypatch):
+    """Predictions on the same 40 examples: A right on 30, B right on 20, and A alone right on 12, B alone on 2. The
+    discordant counts, the difference in points and the verdict follow; identical models give p = 1, no winner."""
+    from coursekit import session
+
+    root = imagefolder(tmp_path / "imgs", classes=("a", "b"), per_class=3)
+    S = start_session("99_paired", profile="smoke", run_dir=str(tmp_path / "run"), dataset=f"imagefolder:{root}",
+                      print_report=False)
+    y = torch.zeros(40, dtype=torch.long)
+    right_a = torch.tensor([1] * 18 + [1] * 12 + [0] * 2 + [0] * 8, dtype=torch.bool)  # 18 both, 12 A only, 2 B only
+    right_b = torch.tensor([1] * 18 + [0] * 12 + [1] * 2 + [0] * 8, dtype=torch.bool)
+
+    def fake_predict(model, batches, **kw):  # class 0 is right: logits [1, 0] where the model is right
+        right = right_a if model == "A" else right_b
+        return torch.stack([right.float(), (~right).float()], 1), y
+
+    monkeypatch.setattr(session, "predict_logits", fake_predict)
+    res = S.paired_test("A", "B", S.load_data(), names=("kd", "plain"))
+    assert (res["a_only"], res["b_only"]) == (12, 2) and res["difference"] == pytest.approx(25.0)
+    assert res["p_value"] == pytest.approx(2 * sum(__import__("math").comb(14, i) for i in range(3)) / 2**14)
+    assert res["p_value"] < 0.05 and "kd is better" in res["text"] and "+25.00 points on 40 test images" in res["text"]
+    same = S.paired_test("A", "A", S.load_data())
+    assert same["p_value"] == 1.0 and "within the noise" in same["text"]
