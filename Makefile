@@ -29,7 +29,7 @@ test: $(STAMP)
 		--nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		-p no:cacheprovider $(NBVAL_NOTEBOOKS); \
 		status=$$?; rm -rf $$runs; exit $$status
-	$(PY) -m pytest -q --timeout=900 -m browser tests/test_browser.py
+	$(PY) -m pytest -q -s --timeout=900 -m browser tests/test_browser.py
 
 ## browser-deps: Debian's chromium and chromium-driver for the browser test (root; .ci/run does this)
 browser-deps:
