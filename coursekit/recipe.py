@@ -2,20 +2,20 @@
 
 A model cached in the run dir may be reused only when it was trained exactly as asked. Deriving the cache key
 from the same object that makes the ``fit`` call means the key cannot miss an argument: every field of
-``Recipe`` is in the key, including the autocast dtype as resolved on this machine (bf16 is chosen by a timing
-probe) and ``RECIPE_VERSION``, which is bumped whenever the training code changes meaning.
+``Recipe`` is in the key, including the autocast dtype as resolved on this machine (bf16 is chosen from the CPU's
+flags, or by a timing probe where they say nothing) and ``RECIPE_VERSION``, which is bumped whenever the training code changes meaning.
 Used by ``Session`` for Part 1's base and source models (their run-dir cache keys) and by Part 2
 (notebooks/07_transformer_transfer.ipynb caches its fine-tuned teacher with it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from .checkpoints import config_key
 from .env import autocast_dtype
 from .train import fit
 
@@ -64,7 +64,7 @@ class Recipe:
 
     def key(self) -> str:
         """12 hex digits of the SHA-256 of every field: same recipe, same key; any field changed, another key."""
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        return config_key(self.as_dict())
 
     def fit_kwargs(self) -> dict:
         """The keyword arguments of ``coursekit.train.fit`` that this recipe fixes (the batches, built with

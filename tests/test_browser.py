@@ -256,7 +256,8 @@ def _paste_into_cell(driver, index: int, text: str) -> None:
         const dt = new DataTransfer(); dt.setData('text/plain', arguments[1]);
         arguments[0].dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}));
     """, editor, text)
-    _wait("the pasted text in the editor", lambda: "def conv_params" in editor.text and text.splitlines()[-1] in editor.text, 10)
+    first, last = text.splitlines()[0], text.splitlines()[-1]
+    _wait("the pasted text in the editor", lambda: first in editor.text and last in editor.text, 10)
 
 
 def _run_selected_and_wait(driver, index: int) -> str:

@@ -130,9 +130,9 @@ def setup_cells_runner():
         if path not in kernels:
             kernels[path] = start_new_kernel(kernel_name="python3", cwd=str(path.parent))
         _, client = kernels[path]
-        code = [c.source for c in _cells(path) if c.cell_type == "code"]
-        first = next(i for i, c in enumerate(_cells(path)) if "parameters" in c.metadata.get("tags", []))
-        first = sum(1 for c in _cells(path)[:first] if c.cell_type == "code")
+        code_cells = [c for c in _cells(path) if c.cell_type == "code"]
+        code = [c.source for c in code_cells]
+        first = next(i for i, c in enumerate(code_cells) if "parameters" in c.metadata.get("tags", []))
         injected = "\n".join(f"{k} = {v!r}" for k, v in params.items())
         for src in [*code[: first + 1], injected, *code[first + 1: first + 1 + SETUP_CELLS]]:
             reply = client.execute_interactive(src, timeout=300, output_hook=lambda msg: None)
