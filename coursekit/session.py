@@ -294,18 +294,20 @@ class Session:
     def text_teacher(self, splits, build, location, progress: bool = True):
         """The pretrained encoder fine-tuned on all of ``splits``' training sentences with the profile's text recipe
         (token embeddings frozen): 07_transformer_transfer's "finetune" model and 08's teacher. Reused from the
-        run dir when a model was trained with the same recipe (same data, schedule, seed, autocast and source),
-        else built with ``build()``, trained and saved. Returns (model in eval mode, info, reused flag)."""
+        run dir when a model was trained with the same recipe (same data, schedule, seed, autocast, attention kernel
+        and source), else built with ``build()`` (whose encoder should use the profile's ``text_attention``), trained
+        and saved. Returns (model in eval mode, info, reused flag)."""
         from .textmodels import train_or_load_text  # lazily: it imports transformers, which Part 1 never needs
 
         P = self.profile
         recipe = self.text_recipe(
             epochs=P.text_epochs, lr=P.text_lr, batch_size=P.text_batch_size, frozen=FROZEN_WHEN_FINETUNING,
             data={"task": splits.task, "labels_per_class": "all", "n_train": len(splits.train),
-                  "max_length": P.text_max_length, "pooling": "mean", "model": location.path, "gguf": location.gguf_file})
+                  "max_length": P.text_max_length, "pooling": "mean", "model": location.path, "gguf": location.gguf_file,
+                  "attention": P.text_attention})
         batches = self.text_batches(splits.train, splits.pad_id, train=True, batch_size=P.text_batch_size)
         return train_or_load_text(self.run_dir, f"finetune-{splits.task}", recipe, build, batches, device=self.device,
-                                  progress=progress)
+                                  progress=progress, attn_implementation=P.text_attention)
 
     def record_text(self, entries: list[dict], task: str, rounds: int = 3) -> dict[str, dict]:
         """Record text classifiers whose latencies are compared: ``entries`` are dicts with model, stage, name,

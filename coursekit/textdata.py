@@ -1,7 +1,9 @@
 """Text classification data for Part 2: SST-2 and TREC, tokenised once and cached, batched with dynamic padding.
 
 The files are read from ``<data dir>/sst2/`` and ``<data dir>/trec/`` (``LABEL<space>sentence`` per line; the
-data dir is ``data_dir``, else $COURSEKIT_DATA, else the repository's data/). SST-2 has train / dev / test;
+data dir is ``data_dir``, else $COURSEKIT_DATA, else the repository's data/). When they are absent, the same
+splits are fetched from the Hugging Face hub with ``datasets`` (``pip install 'coursekit[hub]'``, network needed)
+and written there in that format, as torchvision downloads CIFAR-10 into the data dir. SST-2 has train / dev / test;
 TREC has train / test, so its dev split is carved from train with the seed. Settings are chosen on dev,
 final numbers come from test.
 
@@ -24,25 +26,38 @@ import torch
 from .data import cache_dir, default_data_dir
 from .files import save_torch_atomic
 
-__all__ = ["TextTask", "TASKS", "TextSplit", "TextSplits", "read_task_file", "load_text_task", "subset_per_class",
+__all__ = ["TextTask", "TASKS", "TextSplit", "TextSplits", "read_task_file", "load_text_task", "download_text_task",
+           "subset_per_class",
            "TextBatches", "pad_batch", "validate_task"]
 
 
 @dataclass(frozen=True)
 class TextTask:
-    """A labelled sentence task: its folder under the data dir, split files and class names (label order)."""
+    """A labelled sentence task: its folder under the data dir, split files and class names (label order).
+
+    ``hub``: the hub dataset with the same sentence-level splits, {our split: hub split}, its text and label
+    columns, and how a hub label name maps to our class name (the hub's label order may differ from ours)."""
 
     name: str
     folder: str
     files: dict
     classes: tuple
+    hub_id: str
+    hub_splits: dict
+    hub_columns: tuple
+    hub_label_names: dict
 
 
 TASKS = {
+    # SetFit/sst2 holds the sentence-level SST-2 with test labels (GLUE's SST-2 test split has none)
     "sst2": TextTask("sst2", "sst2", {"train": "stsa.binary.train", "dev": "stsa.binary.dev", "test": "stsa.binary.test"},
-                     ("negative", "positive")),
+                     ("negative", "positive"), "SetFit/sst2", {"train": "train", "dev": "validation", "test": "test"},
+                     ("text", "label"), {"negative": "negative", "positive": "positive"}),
     "trec": TextTask("trec", "trec", {"train": "TREC.train.all", "test": "TREC.test.all"},
-                     ("description", "entity", "abbreviation", "human", "location", "number")),
+                     ("description", "entity", "abbreviation", "human", "location", "number"), "CogComp/trec",
+                     {"train": "train", "test": "test"}, ("text", "coarse_label"),
+                     {"DESC": "description", "ENTY": "entity", "ABBR": "abbreviation", "HUM": "human",
+                      "LOC": "location", "NUM": "number"}),
 }
 
 
@@ -118,6 +133,43 @@ class TextSplits:
                 f"max {int(lens.max())}")
 
 
+def download_text_task(task: str, data_dir: str | os.PathLike | None = None, hub_id: str | None = None) -> Path:
+    """Fetch ``task`` with ``datasets.load_dataset(hub_id)`` (default: the task's hub dataset; a local folder of
+    data files also works) and write its splits as ``LABEL<space>sentence`` files in ``<data dir>/<task folder>/``,
+    labels renumbered into this module's class order by name. Nothing is overwritten. Returns the folder."""
+    spec = validate_task(task)
+    try:
+        from datasets import load_dataset
+    except ImportError as err:
+        raise ImportError(f"{task}: fetching from the hub needs the datasets package: pip install 'coursekit[hub]' "
+                          f"(or put the files in the data dir)") from err
+    root = default_data_dir(data_dir) / spec.folder
+    existing = [f for f in spec.files.values() if (root / f).exists()]
+    if existing:
+        raise FileExistsError(f"{task}: {', '.join(existing)} already in {root}; not overwritten")
+    hub = load_dataset(hub_id or spec.hub_id)
+    text_col, label_col = spec.hub_columns
+    lines = {}
+    for ours, theirs in spec.hub_splits.items():
+        split = hub[theirs]
+        feature = split.features[label_col]
+        names = feature.names if hasattr(feature, "names") else None
+        out = []
+        for text, label in zip(split[text_col], split[label_col], strict=True):
+            name = spec.hub_label_names.get(names[label] if names else spec.classes[label]) if label >= 0 else None
+            if name is None:
+                raise ValueError(f"{task}: {hub_id or spec.hub_id} split {theirs!r} has label {label!r}, which is "
+                                 f"not one of {sorted(spec.hub_label_names)} (a split without labels?)")
+            out.append(f"{spec.classes.index(name)} {' '.join(text.split())}")
+        lines[ours] = out
+    root.mkdir(parents=True, exist_ok=True)
+    for ours, name in spec.files.items():
+        tmp = root / f".{name}.part"
+        tmp.write_text("\n".join(lines[ours]) + "\n", encoding="utf-8")
+        tmp.replace(root / name)
+    return root
+
+
 def _tokenizer_fingerprint(tokenizer) -> str:
     vocab = tokenizer.get_vocab()
     blob = json.dumps(sorted(vocab.items(), key=lambda kv: kv[1])[:50000]) + type(tokenizer).__name__
@@ -160,12 +212,21 @@ def load_text_task(task: str, tokenizer, *, data_dir: str | os.PathLike | None =
         test_limit, train_limit: keep only the first N test and dev sentences / a seeded random N train sentences
             (smoke runs).
     Raises:
-        ValueError for an unknown task; FileNotFoundError saying where it looked when the files are absent.
+        ValueError for an unknown task; FileNotFoundError saying where it looked when the files are absent and
+        could not be fetched from the hub (``download_text_task``).
     """
     spec = validate_task(task)
     root = default_data_dir(data_dir) / spec.folder
     missing = [f for f in spec.files.values() if not (root / f).is_file()]
-    if missing:
+    if len(missing) == len(spec.files):
+        try:
+            download_text_task(task, data_dir)
+        except (ImportError, OSError, ConnectionError) as err:  # no datasets package, no network, read-only dir
+            raise FileNotFoundError(
+                f"{task}: {', '.join(missing)} not found in {root}, and fetching {spec.hub_id} from the hub failed "
+                f"({type(err).__name__}: {err}). Point data_dir or the COURSEKIT_DATA environment variable at a "
+                f"folder that holds {spec.folder}/ (for example: export COURSEKIT_DATA=../shared/datasets)") from err
+    elif missing:  # a partial copy is never completed from another source
         raise FileNotFoundError(
             f"{task}: {', '.join(missing)} not found in {root}. Point data_dir or the COURSEKIT_DATA environment "
             f"variable at a folder that holds {spec.folder}/ (for example: export COURSEKIT_DATA=../shared/datasets)")

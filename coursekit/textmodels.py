@@ -157,16 +157,18 @@ def save_text_model(path: str | os.PathLike, model: TextClassifier, metrics: dic
     return save_torch_atomic(payload, path)
 
 
-def load_text_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TextClassifier, dict]:
-    """Rebuild the TextClassifier saved by ``save_text_model`` (weights_only=True): the encoder from its config,
-    each layer reshaped to its saved head count and FFN width, then the weights. Returns (model in eval mode,
-    metrics)."""
+def load_text_model(path: str | os.PathLike, device: torch.device | str = "cpu",
+                    attn_implementation: str | None = None) -> tuple[TextClassifier, dict]:
+    """Rebuild the TextClassifier saved by ``save_text_model`` (weights_only=True): the encoder from its config
+    (attention kernel ``attn_implementation``, "eager" or "sdpa"; None: transformers' default), each layer reshaped
+    to its saved head count and FFN width, then the weights. Returns (model in eval mode, metrics)."""
     from transformers import AutoConfig, AutoModel
 
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     cfg = dict(payload["encoder_config"])
     config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    encoder = AutoModel.from_config(config)
+    encoder = AutoModel.from_config(config, **({"attn_implementation": attn_implementation}
+                                               if attn_implementation else {}))
     model = TextClassifier(encoder, payload["num_classes"], pooling=payload["pooling"], pad_id=payload["pad_id"])
     shapes = payload.get("layer_shapes")
     if shapes is not None and shapes != layer_shapes(model):
@@ -228,16 +230,18 @@ def time_layer_parts(layer: nn.Module, batch_size: int, seq_len: int, *, min_run
 
 
 def train_or_load_text(run_dir: str | os.PathLike, name: str, recipe, build, train_batches, *, device="cpu",
-                       progress: bool = False) -> tuple[TextClassifier, dict, bool]:
-    """Reuse the TextClassifier trained with ``recipe`` in ``<run_dir>/checkpoints/<name>-<recipe.key()>.pt``, or
-    build it (``build()`` returns the untrained model), train it with ``recipe.fit`` and save it.
+                       progress: bool = False, attn_implementation: str | None = None
+                       ) -> tuple[TextClassifier, dict, bool]:
+    """Reuse the TextClassifier trained with ``recipe`` in ``<run_dir>/checkpoints/<name>-<recipe.key()>.pt`` (loaded
+    with ``attn_implementation``), or build it (``build()`` returns the untrained model), train it with
+    ``recipe.fit`` and save it.
 
     Returns (model in eval mode, {"recipe", "history"}, reused flag). A checkpoint trained under another recipe
     has another key and is never picked up.
     """
     path = Path(run_dir) / "checkpoints" / f"{name}-{recipe.key()}.pt"
     if path.exists():
-        model, metrics = load_text_model(path, device)
+        model, metrics = load_text_model(path, device, attn_implementation)
         return model, metrics, True
     model = build().to(device)
     history = recipe.fit(model, train_batches, device=device, progress=progress)

@@ -56,6 +56,7 @@ def test_attribute_access_names_the_missing_setting():
     ({"kd_seeds": 0}, "kd_seeds: 0 is not allowed"),
     ({"train_per_class": 0}, "train_per_class: 0 is not allowed"),
     ({"amp": "bf17"}, "amp: unknown value 'bf17'"),
+    ({"text_attention": "flash"}, "text_attention: unknown value 'flash'; allowed: eager, sdpa"),
     ({"tta": 1}, "tta: 1 is not allowed"),
     ({"base_model": {"name": "resnet_cifar", "depth": 3}}, r"base_model: resnet_cifar takes no argument\(s\) \['depth'\]"),
     ({"student_model": {"name": "vgg"}}, "student_model: .* is not allowed"),

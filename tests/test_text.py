@@ -3,6 +3,7 @@
 Most tests use a tiny randomly initialised BERT (milliseconds); the tokenizer tests use MiniLM's real tokenizer
 from the offline copy that `make` installs (skipped when it is absent)."""
 
+import os
 import subprocess
 import sys
 
@@ -110,8 +111,10 @@ def test_load_text_task_errors_and_trec_dev_split(tmp_path):
     tok, _ = load_tokenizer("encoder")
     with pytest.raises(ValueError, match="task: unknown value 'imdb'"):
         load_text_task("imdb", tok, data_dir=tmp_path)
-    with pytest.raises(FileNotFoundError, match="COURSEKIT_DATA"):
-        load_text_task("sst2", tok, data_dir=tmp_path)
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "stsa.binary.train").write_text("1 good\n")
+    with pytest.raises(FileNotFoundError, match=r"stsa.binary.dev, stsa.binary.test not found.*COURSEKIT_DATA"):
+        load_text_task("sst2", tok, data_dir=tmp_path)  # a partial copy is never completed from the hub
     (tmp_path / "trec").mkdir()
     (tmp_path / "trec" / "TREC.train.all").write_text("".join(f"{i % 6} What is {i} ?\n" for i in range(60)))
     (tmp_path / "trec" / "TREC.test.all").write_text("".join(f"{i % 6} Who is {i} ?\n" for i in range(12)))
@@ -120,6 +123,63 @@ def test_load_text_task_errors_and_trec_dev_split(tmp_path):
     again = load_text_task("trec", tok, data_dir=tmp_path, val_fraction=0.1, seed=0)
     assert data.val.texts == again.val.texts, "the dev split is carved with the seed"
     assert not set(data.val.texts) & set(data.train.texts)
+
+
+def _plant_hub_like_dataset(folder, splits, label_col, names=None):
+    """A dataset folder as ``datasets`` reads it: one parquet file per split, with ClassLabel names when given."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    folder.mkdir(parents=True)
+    label = ClassLabel(names=names) if names else Value("int64")
+    for split, rows in splits.items():
+        ds = Dataset.from_dict({"text": [t for t, _ in rows], label_col: [y for _, y in rows]},
+                               features=Features({"text": Value("string"), label_col: label}))
+        ds.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    return folder
+
+
+def test_download_text_task_renumbers_hub_labels_by_name_and_overwrites_nothing(tmp_path):
+    """The hub path for real through ``datasets.load_dataset``, on a planted folder instead of the network: TREC's
+    hub order (ABBR, ENTY, DESC, ...) is not ours (description, entity, abbreviation, ...)."""
+    from coursekit.textdata import TASKS, download_text_task
+
+    hub_names = ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]
+    rows = [(f"What  is question {i} ?", i % 6) for i in range(12)]
+    planted = _plant_hub_like_dataset(tmp_path / "hub_trec", {"train": rows, "test": rows[:6]}, "coarse_label",
+                                      hub_names)
+    root = download_text_task("trec", tmp_path / "data", hub_id=str(planted))
+    texts, labels = read_task_file(root / "TREC.train.all")
+    assert texts[0] == "What is question 0 ?", "whitespace normalised, one sentence per line"
+    ours = TASKS["trec"].classes
+    for (_, hub_label), label in zip(rows, labels, strict=True):
+        assert TASKS["trec"].hub_label_names[hub_names[hub_label]] == ours[label]
+    assert labels[:3] == [ours.index("abbreviation"), ours.index("entity"), ours.index("description")]
+    before = (root / "TREC.test.all").read_bytes()
+    with pytest.raises(FileExistsError, match="not overwritten"):
+        download_text_task("trec", tmp_path / "data", hub_id=str(planted))
+    assert (root / "TREC.test.all").read_bytes() == before
+
+    unlabelled = _plant_hub_like_dataset(tmp_path / "hub_sst2", {"train": [("fine", 1)], "validation": [("bad", 0)],
+                                                                  "test": [("no label", -1)]}, "label")
+    with pytest.raises(ValueError, match="split 'test' has label -1.*without labels"):
+        download_text_task("sst2", tmp_path / "data2", hub_id=str(unlabelled))
+    assert not (tmp_path / "data2" / "sst2").exists(), "nothing written when a split is unusable"
+
+
+@needs_minilm
+def test_missing_task_without_network_names_the_hub_and_the_data_dir(tmp_path):
+    """Offline (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE, an empty hub cache), an absent task fails with one
+    FileNotFoundError that says what was tried, in a fresh process (datasets reads the flags at import)."""
+    code = ("from coursekit.pretrained import load_tokenizer; from coursekit.textdata import load_text_task\n"
+            "tok, _ = load_tokenizer('encoder')\n"
+            "try:\n"
+            f"    load_text_task('sst2', tok, data_dir={str(tmp_path / 'data')!r})\n"
+            "except FileNotFoundError as err:\n"
+            "    print('ERROR', err)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "ERROR sst2: stsa.binary.train" in out.stdout, out.stderr[-2000:]
+    assert "fetching SetFit/sst2 from the hub failed" in out.stdout and "COURSEKIT_DATA" in out.stdout
 
 
 # ----------------------------------------------------------------------------- model
@@ -272,7 +332,8 @@ def test_recipe_fit_freezes_and_train_or_load_reuses_only_the_same_recipe(tmp_pa
     assert not reused1 and info1["recipe"]["lr"] == 1e-3
     assert torch.equal(m1.encoder.embeddings.word_embeddings.weight, build().encoder.embeddings.word_embeddings.weight)
     assert not torch.equal(m1.head.weight, build().head.weight)
-    m2, _, reused2 = train_or_load_text(tmp_path, "t", recipe, build, batches)
+    m2, _, reused2 = train_or_load_text(tmp_path, "t", recipe, build, batches, attn_implementation="eager")
+    assert m2.encoder.config._attn_implementation == "eager", "the reloaded model uses the asked attention kernel"
     assert reused2 and all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(),
                                                                     strict=True))
     calls = []
