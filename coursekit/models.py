@@ -15,11 +15,14 @@ Introduced in notebooks/00_baseline.ipynb.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BasicBlock", "ResNetCifar", "resnet18_cifar", "build_model", "model_from_spec", "MODEL_NAMES",
+__all__ = ["BasicBlock", "ResNetCifar", "init_weights", "reinitialized", "resnet18_cifar", "build_model",
+           "model_from_spec", "MODEL_NAMES",
            "MODEL_BUILDERS", "is_residual_block", "block_changes_shape",
            "projection_shortcut", "stem_conv_bn", "set_module"]
 
@@ -95,14 +98,7 @@ class ResNetCifar(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        # Zero-init the last BN of each residual branch (Goyal et al. 2017):
-        # every block starts as the identity, which trains faster.
-        for m in self.modules():
-            if isinstance(m, BasicBlock) and residual:  # (a plain stack would start as all zeros)
-                nn.init.zeros_(m.bn2.weight)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (N, w, 32, 32)
@@ -110,6 +106,33 @@ class ResNetCifar(nn.Module):
         x = self.layer2(x)  # (N, 2w, 16, 16)
         x = self.layer3(x)  # (N, 4w, 8, 8)
         return self.fc(torch.flatten(self.pool(x), 1))  # (N, classes)
+
+
+def init_weights(model: nn.Module) -> nn.Module:
+    """The course's ResNet initialisation, in place: Kaiming-normal convolutions (fan_out, He et al. 2015), and the
+    last BN of each residual branch zeroed (Goyal et al. 2017), so every block starts as the identity, which trains
+    faster (a plain stack, ``residual=False``, keeps its BN: it would start as all zeros). Returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    for m in model.modules():
+        if isinstance(m, BasicBlock) and m.residual:
+            nn.init.zeros_(m.bn2.weight)
+    return model
+
+
+def reinitialized(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` with every weight drawn anew with ``seed``: the same architecture (a pruned or trimmed one
+    too), none of its learned values. Each layer's own ``reset_parameters`` (BN statistics included), then
+    ``init_weights``. This is the scratch control of Liu et al. 2019, *Rethinking the Value of Network Pruning*."""
+    fresh = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    for m in fresh.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if hasattr(m, "reset_running_stats"):
+            m.reset_running_stats()
+    return init_weights(fresh)
 
 
 def resnet18_cifar(num_classes: int = 10, weights: str | None = None) -> nn.Module:

@@ -26,6 +26,7 @@ __all__ = [
     "fit",
     "evaluate",
     "predict_logits",
+    "FlipTTA",
     "save_checkpoint",
     "load_checkpoint",
     "outputs_match_in_fresh_process",
@@ -253,11 +254,23 @@ def _log_graph(writer, model: nn.Module, example: torch.Tensor) -> None:
     model.train(was_training)
 
 
+class FlipTTA(nn.Module):
+    """Flip test-time augmentation as a model: logits (N, C) = mean of ``model(x)`` and ``model(x.flip(3))`` for
+    images x (N, C, H, W). Two forward passes per image, so time it (``measure_latency``) to see its cost."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.model(x).float() + self.model(x.flip(3)).float())
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, batches, *, amp: str = "auto", tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, classes) float32 and labels (N,) over ``batches``, model in eval mode.
 
-    tta=True averages the logits of each image and its horizontal mirror.
+    tta=True averages the logits of each image and its horizontal mirror (``FlipTTA``: twice the forward passes).
     """
     was_training = model.training
     model.eval()
@@ -266,9 +279,7 @@ def predict_logits(model: nn.Module, batches, *, amp: str = "auto", tta: bool = 
     outs, ys = [], []
     for x, y in batches:
         with _autocast(device, dtype):
-            logits = model(x).float()
-            if tta:
-                logits = 0.5 * (logits + model(x.flip(3)).float())
+            logits = FlipTTA(model)(x) if tta else model(x).float()
         outs.append(logits)
         ys.append(y)
     model.train(was_training)

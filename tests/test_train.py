@@ -56,10 +56,21 @@ def test_fit_refuses_bad_arguments_before_training(kwargs, match, toy_batches):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "nothing was trained"
 
 
-def test_evaluate_with_flip_tta_and_restores_train_mode(toy_batches):
+def test_flip_tta_averages_the_mirror_by_hand_and_restores_train_mode(toy_batches):
+    from coursekit.train import FlipTTA, predict_logits
+
     model = _model().train()
-    out = evaluate(model, toy_batches(batch_size=64), tta=True)
-    assert 0.0 <= out["accuracy"] <= 1.0 and model.training
+    batches = list(toy_batches(batch_size=64))
+    logits, y = predict_logits(model, batches, amp="off", tta=True)
+    assert model.training, "evaluation put the model back in train mode"
+    model.eval()
+    with torch.no_grad():
+        by_hand = torch.cat([0.5 * (model(x) + model(torch.flip(x, dims=[3]))) for x, _ in batches])
+        plain = torch.cat([model(x) for x, _ in batches])
+        assert torch.allclose(FlipTTA(model)(batches[0][0]), by_hand[:64], atol=1e-6)
+    assert torch.allclose(logits, by_hand, atol=1e-6) and not torch.allclose(logits, plain, atol=1e-3)
+    out = evaluate(model, batches, amp="off", tta=True)
+    assert out["accuracy"] == (by_hand.argmax(1) == y).float().mean().item()
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, toy_batches):
