@@ -147,7 +147,8 @@ def download_text_task(task: str, data_dir: str | os.PathLike | None = None, hub
     existing = [f for f in spec.files.values() if (root / f).exists()]
     if existing:
         raise FileExistsError(f"{task}: {', '.join(existing)} already in {root}; not overwritten")
-    hub = load_dataset(hub_id or spec.hub_id)
+    source = hub_id or spec.hub_id
+    hub = load_dataset(source)
     text_col, label_col = spec.hub_columns
     lines = {}
     for ours, theirs in spec.hub_splits.items():
@@ -158,7 +159,7 @@ def download_text_task(task: str, data_dir: str | os.PathLike | None = None, hub
         for text, label in zip(split[text_col], split[label_col], strict=True):
             name = spec.hub_label_names.get(names[label] if names else spec.classes[label]) if label >= 0 else None
             if name is None:
-                raise ValueError(f"{task}: {hub_id or spec.hub_id} split {theirs!r} has label {label!r}, which is "
+                raise ValueError(f"{task}: {source} split {theirs!r} has label {label!r}, which is "
                                  f"not one of {sorted(spec.hub_label_names)} (a split without labels?)")
             out.append(f"{spec.classes.index(name)} {' '.join(text.split())}")
         lines[ours] = out
@@ -218,18 +219,17 @@ def load_text_task(task: str, tokenizer, *, data_dir: str | os.PathLike | None =
     spec = validate_task(task)
     root = default_data_dir(data_dir) / spec.folder
     missing = [f for f in spec.files.values() if not (root / f).is_file()]
+    advice = (f"Point data_dir or the COURSEKIT_DATA environment variable at a folder that holds {spec.folder}/ "
+              "(for example: export COURSEKIT_DATA=../shared/datasets)")
     if len(missing) == len(spec.files):
         try:
             download_text_task(task, data_dir)
         except (ImportError, OSError, ConnectionError) as err:  # no datasets package, no network, read-only dir
             raise FileNotFoundError(
                 f"{task}: {', '.join(missing)} not found in {root}, and fetching {spec.hub_id} from the hub failed "
-                f"({type(err).__name__}: {err}). Point data_dir or the COURSEKIT_DATA environment variable at a "
-                f"folder that holds {spec.folder}/ (for example: export COURSEKIT_DATA=../shared/datasets)") from err
+                f"({type(err).__name__}: {err}). {advice}") from err
     elif missing:  # a partial copy is never completed from another source
-        raise FileNotFoundError(
-            f"{task}: {', '.join(missing)} not found in {root}. Point data_dir or the COURSEKIT_DATA environment "
-            f"variable at a folder that holds {spec.folder}/ (for example: export COURSEKIT_DATA=../shared/datasets)")
+        raise FileNotFoundError(f"{task}: {', '.join(missing)} not found in {root}. {advice}")
     raw = {name: _tokenise_cached(root / f, tokenizer, max_length) for name, f in spec.files.items()}
     gen = torch.Generator().manual_seed(seed)
     train = _split(raw["train"])

@@ -276,10 +276,11 @@ def predict_logits(model: nn.Module, batches, *, amp: str = "auto", tta: bool = 
     model.eval()
     device = next(model.parameters()).device
     dtype = autocast_dtype(device, amp)
+    forward = FlipTTA(model) if tta else model
     outs, ys = [], []
     for x, y in batches:
         with _autocast(device, dtype):
-            logits = FlipTTA(model)(x) if tta else model(x).float()
+            logits = forward(x).float()
         outs.append(logits)
         ys.append(y)
     model.train(was_training)
