@@ -18,7 +18,7 @@ __all__ = [
     "check_angular_distance", "check_blocks_to_drop", "check_replace_with_identity",
     "check_compound_ratio", "check_pareto_front", "check_pick_deployable",
     "check_max_pool", "check_lora_params", "check_embedding_share",
-    "check_student_layers", "check_layer_map", "check_hidden_loss",
+    "check_student_layers", "check_layer_map", "check_hidden_loss", "check_target",
 ]
 
 
@@ -413,6 +413,62 @@ def check_pick_deployable(pick_deployable) -> bool:
     if pick_deployable(recs, "cpu_b64", 0.1) is not None:
         _fail("with a 0.1 ms budget no model fits.", "return None when nothing is within the budget.")
     return True
+
+
+# ----------------------------------------------------------------------------- numeric targets (00-06)
+
+TARGET_SIZES = ("params", "nonzero", "macs", "trainable")
+JUDGE_VALUES = ("all", "size", "none")
+
+
+def _size_of(model, size: str, input_size) -> int:
+    from .metrics import count_macs, count_nonzero_params, count_params
+
+    if size == "params":
+        return count_params(model)
+    if size == "nonzero":
+        return count_nonzero_params(model)
+    if size == "macs":
+        return count_macs(model, input_size)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def check_target(model, *, reference, size: str, max_size: float, accuracy_of, reference_accuracy: float,
+                 max_drop: float, judge: str = "all", input_size=(3, 32, 32)) -> dict:
+    """The numeric-target exercise of a chapter (MIT 6.5940 lab style): the student's trained ``model`` must be at
+    most ``max_size`` times the ``reference``'s ``size`` ("params", "nonzero", "macs"; "trainable": parameters that
+    require a gradient, as a share of ``model``'s own) and lose at most ``max_drop`` points of accuracy against
+    ``reference_accuracy`` (a negative ``max_drop`` asks for a gain). ``accuracy_of(model) -> float`` is measured
+    here, on the split the chapter chose settings on (validation), never on the test split.
+
+    ``judge`` (profile setting ``exercise_judge``): "all" judges both targets; "size" the size only (a dry run of a
+    profile, a few steps of training: its accuracies mean nothing); "none" reports both and judges neither (the smoke
+    profile: its models are too small for the size budgets and its validation sets for the accuracies).
+    Returns {"size_ratio", "accuracy", "drop_points"}; raises AssertionError with a hint when a target is missed."""
+    if size not in TARGET_SIZES:
+        raise ValueError(f"size: unknown value {size!r}; allowed: {', '.join(TARGET_SIZES)}")
+    if judge not in JUDGE_VALUES:
+        raise ValueError(f"judge: unknown value {judge!r}; allowed: {', '.join(JUDGE_VALUES)}")
+    was_training = model.training
+    ratio = _size_of(model, size, input_size) / (_size_of(model, "params", input_size) if size == "trainable"
+                                                  else _size_of(reference, size, input_size))
+    accuracy = float(accuracy_of(model.eval()))
+    model.train(was_training)
+    drop = 100 * (reference_accuracy - accuracy)
+    what = {"params": "parameters", "nonzero": "non-zero parameters", "macs": "MACs",
+            "trainable": "parameters trained"}[size]
+    judged = {"all": "both targets judged", "size": "the size judged, not the accuracy",
+              "none": "nothing judged on this profile"}[judge]
+    print(f"size: {what} {ratio:.1%} of the reference (target <= {max_size:.1%}) | accuracy {accuracy:.2%} against "
+          f"{reference_accuracy:.2%}: {-drop:+.2f} points (target >= {-max_drop:+.2f}) | {judged}")
+    if judge != "none" and ratio > max_size + 1e-12:
+        _fail(f"the model has {ratio:.1%} of the reference's {what}; the target is at most {max_size:.1%}.",
+              "compress further (more sparsity, more channels or blocks removed, a narrower design), then recover.")
+    if judge == "all" and drop > max_drop + 1e-9:
+        _fail(f"the model is {-drop:+.2f} points against the reference; the target is at least {-max_drop:+.2f}.",
+              "spend the budget where it hurts least: the chapter's sensitivity or importance scores say where; "
+              "recover with the chapter's fine-tuning or KD.")
+    return {"size_ratio": ratio, "accuracy": accuracy, "drop_points": drop}
 
 
 # ----------------------------------------------------------------------------- Part 2: transformers

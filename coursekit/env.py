@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["pick_device", "seed_everything", "autocast_dtype", "environment_report"]
+__all__ = ["pick_device", "seed_everything", "autocast_dtype", "environment_report", "require_cuda"]
 
 
 def pick_device(profile_name: str | None = None) -> torch.device:
@@ -22,6 +22,17 @@ def pick_device(profile_name: str | None = None) -> torch.device:
     if profile_name in ("smoke", "cpu"):
         return torch.device("cpu")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def require_cuda(device: torch.device | str, what: str) -> torch.device:
+    """The one check in front of every CUDA-only path (autocast dtype choice, CUDA timing with synchronisation): a
+    CUDA ``device`` on a machine without a usable GPU is one clear error naming ``what`` needed it, never a stack
+    trace from deep inside torch. Returns the device."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{what}: device {str(device)!r} needs a CUDA GPU, and torch.cuda.is_available() is False on "
+                           "this machine; use device='cpu' (or profile 'cpu' / 'auto')")
+    return device
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -91,6 +102,7 @@ def autocast_dtype(device: torch.device | str, amp: str = "auto") -> torch.dtype
     if amp == "fp16":
         return torch.float16
     if kind == "cuda":
+        require_cuda(device, "autocast_dtype")
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if _cpu_bf16_is_faster() else None
 
@@ -128,4 +140,8 @@ def environment_report(profile: dict, device: torch.device | str) -> dict:
     }
     if device.type == "cuda":
         report["cuda"] = torch.version.cuda
+    if profile.get("dry_run"):
+        report["dry_run"] = (f"NOT a {profile.get('name')} run: its models and settings on {device.type}, every training "
+                             f"loop stopped after {profile['dry_run']['max_train_steps']} steps, data capped to a few "
+                             "batches; a configuration check, no figure of the course")
     return report

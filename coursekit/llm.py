@@ -25,6 +25,7 @@ from torch import nn
 
 from .data import default_data_dir
 from .env import autocast_dtype
+from .profiles import dry_run_steps
 from .train import _autocast
 
 __all__ = ["CORPORA", "load_corpus_ids", "perplexity", "decoder_layers", "remove_decoder_layers",
@@ -200,7 +201,8 @@ def heal_with_kd(student: nn.Module, teacher: nn.Module, ids: torch.Tensor, *, s
     student.train()
     losses = []
     start = time.perf_counter()
-    for _ in range(steps):
+    cap = dry_run_steps()  # a dry run (COURSEKIT_DRY_RUN) checks configuration: a few steps only
+    for _ in range(steps if cap is None else min(steps, cap)):
         begins = torch.randint(0, len(ids) - seq_len, (batch_size,), generator=gen)
         x = torch.stack([ids[b:b + seq_len] for b in begins.tolist()]).to(device)
         with torch.no_grad(), _autocast(device, dtype):

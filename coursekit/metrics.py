@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import nn
 
+from .env import require_cuda
+
 __all__ = [
     "count_params",
     "count_nonzero_params",
@@ -113,7 +115,7 @@ def measure_latency(model: nn.Module, batch_size: int, *, device: torch.device |
     benchmark = torch_benchmark()
     if batch_size < 1:
         raise ValueError(f"batch_size: {batch_size!r} is not allowed; use a positive integer")
-    device = torch.device(device)
+    device = require_cuda(device, "measure_latency")
     threads = threads or torch.get_num_threads()
     m = copy.deepcopy(model).to(device).eval()
     x = input_fn(batch_size).to(device) if input_fn is not None else torch.randn(batch_size, *input_size, device=device)

@@ -13,7 +13,7 @@ import copy
 import inspect
 import os
 
-__all__ = ["PROFILES", "PROFILE_NAMES", "Profile", "resolve_profile"]
+__all__ = ["PROFILES", "PROFILE_NAMES", "Profile", "resolve_profile", "dry_run_steps", "DRY_RUN_CAPS", "DRY_RUN_ENV"]
 
 # Every size and schedule the notebooks use lives here, and only here.
 # train_per_class / test_per_class: cap on images per class (None = all).
@@ -59,6 +59,7 @@ PROFILES: dict[str, dict] = {
         **SHARED,
         "train_per_class": 30,
         "test_per_class": 10,
+        "exercise_judge": "none",  # models too small for the size budgets, validation sets for the accuracies
         "val_fraction": 0.2,
         "batch_size": 64,
         "epochs": 1,
@@ -138,6 +139,8 @@ PROFILES: dict[str, dict] = {
         **SHARED,
         "train_per_class": None,
         "test_per_class": None,
+        # what each chapter's numeric-target exercise judges (checks.check_target): "all", "size" or "none"
+        "exercise_judge": "all",
         "val_fraction": 0.1,
         "batch_size": 256,
         "epochs": 6,
@@ -219,6 +222,7 @@ PROFILES: dict[str, dict] = {
         **SHARED,
         "train_per_class": None,
         "test_per_class": None,
+        "exercise_judge": "all",
         "val_fraction": 0.1,
         "batch_size": 512,
         "epochs": 40,
@@ -338,10 +342,11 @@ def resolve_profile(profile: str = "auto", **overrides) -> Profile:
             name = env
         else:
             name = "gpu" if _cuda_available() else "cpu"
-    if name == "gpu" and not _cuda_available():
+    dry = dry_run_steps()
+    if name == "gpu" and not _cuda_available() and dry is None:
         raise ValueError(
             "profile: 'gpu' needs CUDA, and torch.cuda.is_available() is False on this machine; "
-            "use 'cpu' or 'auto'"
+            "use 'cpu' or 'auto' (or COURSEKIT_DRY_RUN=<steps> to check the gpu profile's configuration on the CPU)"
         )
     settings = Profile(copy.deepcopy(PROFILES[name]))
     unknown = sorted(k for k in overrides if k not in settings)
@@ -349,8 +354,38 @@ def resolve_profile(profile: str = "auto", **overrides) -> Profile:
         raise ValueError(f"unknown profile setting(s) {unknown}; allowed: {', '.join(sorted(settings))}")
     settings.update({k: v for k, v in overrides.items() if v is not None})
     _validate_settings(settings)
+    if dry is not None:  # after validation: the caps are not the profile's values, and say so in "dry_run"
+        settings.update({k: v for k, v in DRY_RUN_CAPS.items() if k in settings})
+        settings["dry_run"] = {"max_train_steps": dry, "caps": dict(DRY_RUN_CAPS)}
     settings["name"] = name
     return settings
+
+
+# COURSEKIT_DRY_RUN=<steps>: run a profile's models, ratios and settings with every training loop stopped after
+# <steps> optimizer steps and the data capped to a few batches (below), on whatever device there is, the gpu profile
+# included on a CPU. It checks configuration (shapes, ratios that divide, cells that run), never results: every
+# environment report says "dry_run", and nothing it prints is a figure of the course. tests/test_gpu_dry_run.py.
+DRY_RUN_ENV = "COURSEKIT_DRY_RUN"
+DRY_RUN_CAPS: dict = {
+    "train_per_class": 24, "test_per_class": 4, "kd_train_per_class": 24, "imagenet_train_per_class": 4,
+    "batch_size": 16, "transfer_batch_size": 16, "latency_batch_sizes": [1, 2], "latency_min_time": 0.001,
+    "transfer_label_sweep": [10, 250],  # 1000 and all labels per class only add images to push through the model
+    "text_train_limit": 48, "text_test_limit": 24, "text_batch_size": 8, "text_sweep_batch_size": 8,
+    "text_latency_batch": 2, "text_latency_seq": 16,
+    "llm_eval_tokens": 512, "llm_calib_tokens": 512, "llm_heal_tokens": 4096, "llm_heal_batch": 2,
+    "llm_prompt_len": 32, "llm_decode_tokens": 4, "llm_gen_tokens": 8,
+    "exercise_judge": "size",  # a few steps of training: accuracies mean nothing, the profile's sizes still count
+}
+
+
+def dry_run_steps() -> int | None:
+    """The training-step cap of a dry run ($COURSEKIT_DRY_RUN, a positive integer), None outside one."""
+    raw = os.environ.get(DRY_RUN_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{DRY_RUN_ENV}: {raw!r} is not allowed; use a positive integer (training steps per loop)")
+    return int(raw)
 
 
 _POSITIVE_INTS = ("epochs", "batch_size", "source_epochs", "transfer_steps", "transfer_batch_size", "transfer_seeds",
@@ -430,6 +465,8 @@ def _validate_settings(settings: dict) -> None:
                          f"allowed: {', '.join(_TEXT_ATTENTION)}")
     if settings["amp"] not in _AMP_VALUES:
         raise ValueError(f"amp: unknown value {settings['amp']!r}; allowed: {', '.join(_AMP_VALUES)}")
+    if settings["exercise_judge"] not in ("all", "size", "none"):
+        raise ValueError(f"exercise_judge: unknown value {settings['exercise_judge']!r}; allowed: all, size, none")
     for key in ("channels_last", "kd_hint", "tta", "text_kd_from_teacher"):
         if not isinstance(settings[key], bool):
             raise ValueError(f"{key}: {settings[key]!r} is not allowed; use True or False")

@@ -29,7 +29,7 @@ from .stats import mcnemar
 from .textdata import TextBatches, load_text_task
 from .train import evaluate, fit, predict_logits
 
-__all__ = ["Session", "start_session", "resolve_run_dir", "TEXT_DATASETS"]
+__all__ = ["Session", "start_session", "resolve_run_dir", "same_architecture", "TEXT_DATASETS"]
 
 TEXT_DATASETS = ("sst2", "trec", "wikitext2")
 # fine-tuning a pretrained encoder keeps its token-embedding table (half of MiniLM's parameters, no MACs) frozen
@@ -50,6 +50,19 @@ def resolve_run_dir(run_dir: str | os.PathLike) -> Path:
         return Path(env).expanduser() / p
     base = REPO_ROOT if (REPO_ROOT / "pyproject.toml").exists() else Path.cwd()
     return base / p
+
+
+def same_architecture(models: dict) -> dict[str, str]:
+    """{name: the first model of ``models`` with the same architecture}: the same class, parameter and buffer names
+    and shapes, so the same computation (weights aside). Latency is a property of the computation: the chapters time
+    one model per architecture and give its figure to the others, so two copies never show two figures that differ
+    only by the machine's noise (04 once showed 2.48 and 3.18 ms for one architecture)."""
+    first: dict[tuple, str] = {}
+    rep_of = {}
+    for name, m in models.items():
+        key = (type(m).__name__, tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()))
+        rep_of[name] = first.setdefault(key, name)
+    return rep_of
 
 
 @dataclass
@@ -205,8 +218,17 @@ class Session:
         models = {e["name"]: e["model"] for e in entries}
         if len(models) != len(entries):
             raise ValueError(f"record_all: model names must be unique, got {[e['name'] for e in entries]}")
-        latency = self.latency_table(models, P.latency_batch_sizes, input_size=input_size, rounds=rounds)
-        return {e["name"]: self.record(**e, input_size=input_size, latency_ms=latency[e["name"]]) for e in entries}
+        rep_of = same_architecture(models)
+        latency = self.latency_table({n: models[n] for n in dict.fromkeys(rep_of.values())}, P.latency_batch_sizes,
+                                     input_size=input_size, rounds=rounds)
+        out = {}
+        for e in entries:
+            rep = rep_of[e["name"]]
+            extra = dict(e.get("extra") or {})
+            if rep != e["name"]:
+                extra["latency_measured_on"] = rep
+            out[e["name"]] = self.record(**{**e, "extra": extra}, input_size=input_size, latency_ms=latency[rep])
+        return out
 
     def latency_measurements(self, models: dict, batch_sizes, *, input_size=(3, 32, 32), input_fn=None,
                              key_suffix: str = "", rounds: int = 3) -> dict[str, dict[str, dict]]:
@@ -324,11 +346,8 @@ class Session:
         models = {e["name"]: e["model"] for e in entries}
         if len(models) != len(entries):
             raise ValueError(f"record_text: model names must be unique, got {[e['name'] for e in entries]}")
-        groups: dict[tuple, list[str]] = {}
-        for name, m in models.items():
-            groups.setdefault(tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()), []).append(name)
-        rep_of = {name: names[0] for names in groups.values() for name in names}
-        reps = {names[0]: models[names[0]] for names in groups.values()}
+        rep_of = same_architecture(models)
+        reps = {n: models[n] for n in dict.fromkeys(rep_of.values())}
         seq, batch = P.text_latency_seq, P.text_latency_batch
         vocab = min(m.encoder.config.vocab_size for m in reps.values())
         latency = self.latency_table(reps, [batch], input_fn=text_input_fn(seq, vocab), key_suffix=f"_s{seq}",

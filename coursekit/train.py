@@ -21,6 +21,7 @@ from torch import nn
 
 from .distributed import shard_of_batch, world, wrap_for_training
 from .env import autocast_dtype
+from .profiles import dry_run_steps
 
 __all__ = [
     "fit",
@@ -149,8 +150,9 @@ def fit(
     Under ``torchrun`` (process group initialised, e.g. by ``coursekit.distributed.init_distributed``) the model is
     wrapped in DistributedDataParallel and each process trains on its slice of every batch: the same steps as one
     process on the whole batch. Only rank 0 shows progress and writes TensorBoard logs.
+    In a dry run ($COURSEKIT_DRY_RUN=N, ``coursekit.profiles.dry_run_steps``) training stops after N optimizer steps.
     Returns:
-        {"epoch", "train_loss", "train_acc", "val_acc", "lr", "time_s"}: lists, one entry per epoch.
+        {"epoch", "train_loss", "train_acc", "val_acc", "lr", "time_s"}: lists, one entry per epoch trained.
     """
     _validate_fit_args(epochs, lr, optimizer, schedule, label_smoothing, weight_decay)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -165,6 +167,7 @@ def fit(
     else:
         opt = torch.optim.AdamW(params, lr=lr)
     steps = epochs * len(train_batches)
+    max_steps = dry_run_steps()  # a dry run (COURSEKIT_DRY_RUN) checks configuration: a few steps, then it stops
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, schedule))
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
     if loss_fn is None:
@@ -190,11 +193,15 @@ def fit(
     bar = tqdm(total=steps, disable=not progress, desc="train", leave=True)
     step = 0
     for epoch in range(1, epochs + 1):
+        if max_steps is not None and step >= max_steps:
+            break
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
         for x, y in train_batches:
+            if max_steps is not None and step >= max_steps:
+                break
             if world_size > 1:
                 x, y = shard_of_batch(x, y)
             if not channels_last:

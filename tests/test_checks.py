@@ -164,3 +164,59 @@ def test_pipeline_checks_pass_on_correct_answers_and_fail_on_classic_mistakes():
         checks.check_pick_deployable(lambda recs, key, budget: "tiny")
     with pytest.raises(AssertionError, match="skip it"):
         checks.check_pick_deployable(lambda recs, key, budget: max(recs, key=lambda r: r["accuracy"])["model"])
+
+
+def test_check_target_judges_size_and_accuracy_and_names_what_missed(capsys):
+    from torch import nn
+
+    big, small = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 10)), nn.Linear(10, 10)
+    ok = checks.check_target(small, reference=big, size="params", max_size=0.5, accuracy_of=lambda m: 0.80,
+                             reference_accuracy=0.81, max_drop=1.5)
+    assert abs(ok["size_ratio"] - 0.5) < 1e-12 and abs(ok["drop_points"] - 1.0) < 1e-9
+    assert "target <= 50.0%" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="at most 40.0%"):
+        checks.check_target(small, reference=big, size="params", max_size=0.4, accuracy_of=lambda m: 0.9,
+                            reference_accuracy=0.8, max_drop=1.0)
+    with pytest.raises(AssertionError, match="-2.00 points.*at least -1.00"):
+        checks.check_target(small, reference=big, size="params", max_size=0.5, accuracy_of=lambda m: 0.78,
+                            reference_accuracy=0.80, max_drop=1.0)
+    # a negative max_drop asks for a gain; judge="size" (a dry run) judges the size only, "none" (smoke) nothing
+    with pytest.raises(AssertionError, match="at least \\+3.00"):
+        checks.check_target(small, reference=big, size="params", max_size=0.5, accuracy_of=lambda m: 0.82,
+                            reference_accuracy=0.80, max_drop=-3.0)
+    assert checks.check_target(small, reference=big, size="params", max_size=0.5, accuracy_of=lambda m: 0.1,
+                               reference_accuracy=0.8, max_drop=1.0, judge="size")["accuracy"] == 0.1
+    with pytest.raises(AssertionError, match="at most 40.0%"):
+        checks.check_target(small, reference=big, size="params", max_size=0.4, accuracy_of=lambda m: 0.1,
+                            reference_accuracy=0.8, max_drop=1.0, judge="size")
+    assert checks.check_target(small, reference=big, size="params", max_size=0.1, accuracy_of=lambda m: 0.1,
+                               reference_accuracy=0.8, max_drop=1.0, judge="none")["size_ratio"] == 0.5
+    assert "nothing judged" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="judge: unknown value 'some'"):
+        checks.check_target(small, reference=big, size="params", max_size=0.5, accuracy_of=lambda m: 0.1,
+                            reference_accuracy=0.8, max_drop=1.0, judge="some")
+
+
+def test_check_target_counts_what_it_is_told_to():
+    import torch
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8))
+    for p in net[0].parameters():
+        p.requires_grad_(False)
+    share = checks.check_target(net, reference=net, size="trainable", max_size=0.1, accuracy_of=lambda m: 0.5,
+                                reference_accuracy=0.5, max_drop=0.0)["size_ratio"]
+    assert share == 16 / (8 * 27 + 8 + 16)  # BN weight and bias of 8 channels over every parameter
+    pruned = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8))
+    with torch.no_grad():
+        pruned[0].weight[:4] = 0
+    nz = checks.check_target(pruned, reference=net, size="nonzero", max_size=1.0, accuracy_of=lambda m: 0.5,
+                             reference_accuracy=0.5, max_drop=0.0)["size_ratio"]
+    assert abs(nz - (8 * 27 + 8 + 8 - 4 * 27) / (8 * 27 + 8 + 8)) < 1e-12  # BN biases start at 0: not non-zero
+    half = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+    macs = checks.check_target(half, reference=net, size="macs", max_size=0.5, accuracy_of=lambda m: 0.5,
+                               reference_accuracy=0.5, max_drop=0.0, input_size=(3, 8, 8))["size_ratio"]
+    assert 0.45 < macs <= 0.5
+    with pytest.raises(ValueError, match="size: unknown value 'bytes'"):
+        checks.check_target(net, reference=net, size="bytes", max_size=1, accuracy_of=lambda m: 0.5,
+                            reference_accuracy=0.5, max_drop=0.0)

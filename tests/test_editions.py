@@ -31,8 +31,14 @@ def _exercise(source):
     notebook's trained models, which a unit test does not have."""
     tree = ast.parse(source)
     tree.body = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.Import, ast.ImportFrom))
-                 or "checks.check_" in ast.unparse(n)]
+                 or ("checks.check_" in ast.unparse(n) and not _is_target(ast.unparse(n)))]
     return compile(tree, "exercise", "exec")
+
+
+def _is_target(source: str) -> bool:
+    """A numeric-target exercise (``checks.check_target``) judges a model the chapter trains: the notebook tests run
+    it (smoke profile), a unit test cannot."""
+    return "checks.check_target(" in source
 
 
 def _solution_cells(path):
@@ -59,8 +65,21 @@ def test_checks_fail_on_the_student_stubs(path):
     ns = _namespace(path)
     for cell in stubs:
         assert not cell.outputs and "YOUR CODE HERE" in cell.source
+        if _is_target(cell.source):  # the cell calls the student's functions before its check: each must refuse
+            exec(_exercise(cell.source), ns)
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.FunctionDef):
+                    with pytest.raises(NotImplementedError):
+                        ns[node.name](*[None] * len(node.args.args))
+            continue
         with pytest.raises((NotImplementedError, AssertionError)):
             exec(_exercise(cell.source), ns)
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if int(p.stem[:2]) <= 6], ids=lambda p: p.stem)
+def test_every_part1_chapter_has_a_numeric_target_exercise(path):
+    """MIT-lab style: at least one exercise per chapter is judged on a model the student trains (size and accuracy)."""
+    assert any(_is_target(c.source) for c in _solution_cells(path)), f"{path.name}: no checks.check_target exercise"
 
 
 def test_stub_keeps_signature_docstring_and_check():

@@ -57,3 +57,20 @@ def test_native_bf16_cpus_choose_bf16_without_timing(monkeypatch):
             assert env.autocast_dtype("cpu", "auto") is expected
         finally:
             env._cpu_bf16_is_faster.cache_clear()
+
+
+def test_cuda_only_paths_give_one_clear_line_without_a_gpu():
+    import pytest
+    import torch
+    from torch import nn
+
+    from coursekit.env import autocast_dtype, require_cuda
+    from coursekit.metrics import measure_latency
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert require_cuda("cpu", "x") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="autocast_dtype: device 'cuda' needs a CUDA GPU"):
+        autocast_dtype("cuda", "auto")
+    with pytest.raises(RuntimeError, match="measure_latency: device 'cuda:0' needs a CUDA GPU"):
+        measure_latency(nn.Linear(2, 2), 1, device="cuda:0", input_size=(2,))

@@ -21,6 +21,21 @@ def test_record_all_measures_side_by_side_and_appends_one_record_each(tmp_path):
         S.record_all([{"model": big, "stage": "s", "name": "x", "accuracy": 0.1}] * 2)
 
 
+def test_copies_of_one_architecture_share_one_latency(tmp_path):
+    """Latency belongs to the computation: two models of one architecture (other weights) get the figure of one
+    measurement, so noise cannot make them differ (04 once showed 2.48 and 3.18 ms for one architecture)."""
+    from coursekit.session import same_architecture
+
+    S = start_session("99_test", profile="smoke", run_dir=str(tmp_path / "run"), print_report=False)
+    a, b = ResNetCifar((1, 1, 1), 8, num_classes=2), ResNetCifar((1, 1, 1), 8, num_classes=2)
+    c = ResNetCifar((1, 1, 1), 4, num_classes=2)
+    assert same_architecture({"a": a, "c": c, "b": b}) == {"a": "a", "c": "c", "b": "a"}
+    recs = S.record_all([{"model": m, "stage": "s", "name": n, "accuracy": 0.5} for n, m in (("a", a), ("b", b), ("c", c))],
+                        rounds=1)
+    assert recs["a"]["latency_ms"] == recs["b"]["latency_ms"] != recs["c"]["latency_ms"]
+    assert recs["b"]["extra"] == {"latency_measured_on": "a"} and recs["a"]["extra"] == {}
+
+
 def test_record_text_times_each_architecture_once_and_writes_part2_fields(tmp_path, tiny_bert):
     from coursekit.textmodels import TextClassifier, count_text_macs, keep_layers
     S = start_session("99_text", profile="smoke", run_dir=str(tmp_path / "run"), dataset="sst2", print_report=False)

@@ -198,3 +198,23 @@ def test_training_an_8_channel_resnet_on_odd_batches_does_not_crash():
             "fit(ResNetCifar((1, 1, 1), 8, 5, stem_pool=True), b, epochs=3, lr=0.1, progress=False); print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-1000:]
+
+
+def test_a_dry_run_stops_every_fit_after_its_steps(monkeypatch):
+    import torch
+    from torch import nn
+
+    from coursekit.train import fit
+
+    torch.manual_seed(0)
+    batches = [(torch.randn(4, 3), torch.randint(0, 2, (4,))) for _ in range(5)]
+    steps = []
+    monkeypatch.setenv("COURSEKIT_DRY_RUN", "3")
+    history = fit(nn.Linear(3, 2), batches, epochs=4, lr=0.1, amp="off", channels_last=False, progress=False,
+                  on_step=lambda step, total, model: steps.append((step, total)))
+    assert steps == [(1, 20), (2, 20), (3, 20)] and history["epoch"] == [1]
+    monkeypatch.delenv("COURSEKIT_DRY_RUN")
+    steps.clear()
+    fit(nn.Linear(3, 2), batches, epochs=2, lr=0.1, amp="off", channels_last=False, progress=False,
+        on_step=lambda step, total, model: steps.append(step))
+    assert steps == list(range(1, 11))
