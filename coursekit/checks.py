@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .profiles import EXERCISE_JUDGE
+
 __all__ = [
     "check_conv_params", "check_conv_macs", "check_accuracy", "check_ideal_speedup",
     "check_soften", "check_kl_term", "check_distill_loss",
@@ -418,7 +420,6 @@ def check_pick_deployable(pick_deployable) -> bool:
 # ----------------------------------------------------------------------------- numeric targets (00-06)
 
 TARGET_SIZES = ("params", "nonzero", "macs", "trainable")
-JUDGE_VALUES = ("all", "size", "none")
 
 
 def _size_of(model, size: str, input_size) -> int:
@@ -447,8 +448,8 @@ def check_target(model, *, reference, size: str, max_size: float, accuracy_of, r
     Returns {"size_ratio", "accuracy", "drop_points"}; raises AssertionError with a hint when a target is missed."""
     if size not in TARGET_SIZES:
         raise ValueError(f"size: unknown value {size!r}; allowed: {', '.join(TARGET_SIZES)}")
-    if judge not in JUDGE_VALUES:
-        raise ValueError(f"judge: unknown value {judge!r}; allowed: {', '.join(JUDGE_VALUES)}")
+    if judge not in EXERCISE_JUDGE:
+        raise ValueError(f"judge: unknown value {judge!r}; allowed: {', '.join(EXERCISE_JUDGE)}")
     was_training = model.training
     ratio = _size_of(model, size, input_size) / (_size_of(model, "params", input_size) if size == "trainable"
                                                   else _size_of(reference, size, input_size))

@@ -402,6 +402,7 @@ _POSITIVE_NUMBERS = ("lr", "finetune_lr_factor", "pipeline_backbone_lr_factor", 
                      "llm_heal_lr", "transfer_backbone_lr_factor", "latency_min_time")
 _AMP_VALUES = ("auto", "bf16", "fp16", "off")
 _TEXT_ATTENTION = ("eager", "sdpa")
+EXERCISE_JUDGE = ("all", "size", "none")  # what checks.check_target judges: both targets, the size only, nothing
 _MODEL_SPECS = ("base_model", "small_model", "student_model", "trim_model", "pipeline_student_model")
 
 
@@ -465,8 +466,9 @@ def _validate_settings(settings: dict) -> None:
                          f"allowed: {', '.join(_TEXT_ATTENTION)}")
     if settings["amp"] not in _AMP_VALUES:
         raise ValueError(f"amp: unknown value {settings['amp']!r}; allowed: {', '.join(_AMP_VALUES)}")
-    if settings["exercise_judge"] not in ("all", "size", "none"):
-        raise ValueError(f"exercise_judge: unknown value {settings['exercise_judge']!r}; allowed: all, size, none")
+    if settings["exercise_judge"] not in EXERCISE_JUDGE:
+        raise ValueError(f"exercise_judge: unknown value {settings['exercise_judge']!r}; "
+                         f"allowed: {', '.join(EXERCISE_JUDGE)}")
     for key in ("channels_last", "kd_hint", "tta", "text_kd_from_teacher"):
         if not isinstance(settings[key], bool):
             raise ValueError(f"{key}: {settings[key]!r} is not allowed; use True or False")
