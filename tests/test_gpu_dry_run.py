@@ -35,12 +35,13 @@ def test_dry_run_keeps_the_gpu_profiles_models_and_ratios_and_caps_only_data_and
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_every_chapter_runs_with_the_gpu_profiles_configuration(path, dry_run_base, monkeypatch):
+def test_every_chapter_runs_with_the_gpu_profiles_configuration(path, dry_run_base, cifar_dir, monkeypatch):
     import papermill as pm
 
     monkeypatch.setenv("COURSEKIT_PROFILE", "gpu")
     monkeypatch.setenv("COURSEKIT_DRY_RUN", str(STEPS))
     monkeypatch.setenv("COURSEKIT_RUNS_BASE", str(dry_run_base))
+    monkeypatch.setenv("COURSEKIT_DATA", cifar_dir)  # the course's data dir (CIFAR-10, SST-2, WikiText-2), as in CI
     out = dry_run_base / path.name
     pm.execute_notebook(str(path), str(out), cwd=str(path.parent), progress_bar=False, execution_timeout=600)
     text = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"

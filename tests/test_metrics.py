@@ -96,3 +96,46 @@ def test_fast_gzip_is_gzip_and_close_to_level_6():
 
     packer = zlib.compressobj(6, zlib.DEFLATED, 31, 9, zlib.Z_HUFFMAN_ONLY)
     assert gzip.decompress(packer.compress(buf.getvalue()) + packer.flush()) == buf.getvalue(), "a real gzip stream"
+
+
+def test_fast_gzip_is_one_gzip_file_of_the_exact_bytes_and_remembers_shared_tensors():
+    """The pieces cover torch.save's archive exactly, a big storage is a piece of its own holding that tensor's bytes,
+    and the pieces compressed one by one concatenate into a gzip file of the archive whose length is the size
+    reported. A second model sharing the big weight's values gets it from memory, with the size a cold run gives."""
+    import copy
+    import gzip
+    import io
+    import zlib
+
+    import torch
+
+    from coursekit import metrics
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(600, 600), torch.nn.Linear(600, 10))  # a 1.44 MB weight
+    buf = io.BytesIO()
+    torch.save({k: v.detach() for k, v in model.state_dict().items()}, buf)
+    raw = buf.getvalue()
+    pieces = metrics._storage_pieces(buf)
+    assert pieces[0][0] == 0 and pieces[-1][1] == len(raw)
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:], strict=False)), "consecutive, no gap, no overlap"
+    own = [raw[s:e] for s, e, is_own in pieces if is_own]
+    assert own == [model[0].weight.detach().numpy().tobytes()], "only the big weight has a piece of its own"
+
+    def member(piece: bytes) -> bytes:
+        packer = zlib.compressobj(6, zlib.DEFLATED, 31, 9, zlib.Z_HUFFMAN_ONLY)
+        return packer.compress(piece) + packer.flush()
+
+    members = b"".join(member(raw[s:e]) for s, e, _ in pieces)
+    assert gzip.decompress(members) == raw, "a valid gzip file of the exact bytes"
+    metrics._member_sizes.clear()
+    assert metrics.state_dict_bytes(model, fast=True) == {"raw": len(raw), "gzip": len(members)}
+
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other[1].weight.add_(1.0)  # the small layer changes, the big weight keeps its values
+    remembered = len(metrics._member_sizes)
+    warm = metrics.state_dict_bytes(other, fast=True)["gzip"]
+    assert len(metrics._member_sizes) == remembered, "the big weight's size came from memory"
+    metrics._member_sizes.clear()
+    assert metrics.state_dict_bytes(other, fast=True)["gzip"] == warm, "the same size as compressed afresh"

@@ -94,11 +94,13 @@ def test_hub_source_without_cache_or_network_gives_one_clear_error(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(offline_copy_dir(pretrained.DECODER) is None, reason="offline SmolLM2 copy not installed")
-def test_decoder_offline_copy_loads_from_gguf_and_generates():
+def test_decoder_offline_copy_loads_from_gguf_and_generates(tmp_path, monkeypatch):
     """SmolLM2-135M-Instruct from the 4-bit GGUF file, dequantised to float32: 30 layers, and greedy generation
-    with the KV cache on continues a prompt with real words."""
+    with the KV cache on continues a prompt with real words. The first load reads the GGUF file and keeps a float
+    copy in the cache folder; the second reads that copy and gives the same weights, outputs and token ids."""
     import torch
 
+    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path))  # an empty cache: the first load reads the GGUF file
     model, loc = pretrained.load_causal_lm("auto")
     tok, _ = pretrained.load_tokenizer("decoder")
     assert loc.kind == "offline" and loc.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -108,3 +110,14 @@ def test_decoder_offline_copy_loads_from_gguf_and_generates():
     out = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
     text = tok.decode(out[0, ids.shape[1]:])
     assert out.shape[1] == ids.shape[1] + 8 and sum(c.isalpha() for c in text) >= 10, text
+
+    kept = sorted(p.relative_to(tmp_path).parts[1] for p in tmp_path.glob("gguf-SmolLM2-*/*"))
+    assert kept == ["AutoModelForCausalLM", "AutoTokenizer"], kept
+    again, _ = pretrained.load_causal_lm("auto")
+    tok_again, _ = pretrained.load_tokenizer("decoder")
+    first, second = model.state_dict(), again.state_dict()
+    assert list(first) == list(second) and all(torch.equal(first[k], second[k]) for k in first)
+    assert again.lm_head.weight.data_ptr() == again.model.embed_tokens.weight.data_ptr(), "the head stays tied"
+    text = "The café's owner said: \"Hello\nworld\" 1234 — naïve?"
+    assert tok_again(text)["input_ids"] == tok(text)["input_ids"]
+    assert torch.equal(again.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True), out)
