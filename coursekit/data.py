@@ -117,12 +117,20 @@ def _fingerprint(root: Path, extra: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def _channel_stats(train_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of (N, 3, H, W) uint8 images scaled to [0, 1], over every image and pixel: (3,), (3,)."""
+    x = train_x.float().div(255)
+    return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+
+
 def _cached(key: str, build) -> dict:
+    """The decoded dataset under ``key`` in the cache folder, built once, with its training images' channel
+    statistics kept beside them ("train_mean", "train_std": a second per load otherwise, on CIFAR-10's 50,000)."""
     path = cache_dir() / f"{key}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True)
-    data = build()
-    save_torch_atomic(data, path)  # a half-written cache is never read
+    data = torch.load(path, weights_only=True) if path.exists() else build()
+    if "train_mean" not in data:  # built now, or cached before the statistics were kept
+        data["train_mean"], data["train_std"] = _channel_stats(data["train_x"])
+        save_torch_atomic(data, path)  # a half-written cache is never read
     return data
 
 
@@ -270,6 +278,7 @@ def load_data(
             for k in ("train_x", "test_x"):
                 raw[k] = F.interpolate(raw[k].float(), size=(image_size, image_size), mode="bilinear",
                                        antialias=True).round().clamp(0, 255).to(torch.uint8)
+            raw["train_mean"], raw["train_std"] = _channel_stats(raw["train_x"])
     else:
         if not path.is_dir():
             raise ValueError(f"dataset: imagefolder path {path} does not exist or is not a folder")
@@ -290,8 +299,7 @@ def load_data(
         old_to_new[all_classes.index(c)] = new
 
     gen = torch.Generator().manual_seed(seed)
-    mean = raw["train_x"].float().div(255).mean(dim=(0, 2, 3))
-    std = raw["train_x"].float().div(255).std(dim=(0, 2, 3))
+    mean, std = raw["train_mean"], raw["train_std"]
 
     ytr = old_to_new[raw["train_y"]]
     tr_idx, va_idx = [], []

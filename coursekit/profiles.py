@@ -69,6 +69,7 @@ PROFILES: dict[str, dict] = {
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 4, "stem_pool": True},
         "latency_batch_sizes": [1, 8],
         "latency_min_time": 0.02,
+        "latency_rounds": 1,  # interleaved rounds behind each ledger record's latency (Session.record_all, record_text)
         # 01_transfer_learning
         "source_epochs": 1,
         "transfer_steps": 4,
@@ -150,6 +151,7 @@ PROFILES: dict[str, dict] = {
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 8, "stem_pool": True},
         "latency_batch_sizes": [1, 64],
         "latency_min_time": 0.3,
+        "latency_rounds": 3,
         # 01_transfer_learning
         "source_epochs": 12,
         "transfer_steps": 150,
@@ -232,6 +234,7 @@ PROFILES: dict[str, dict] = {
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 16, "stem_pool": False},
         "latency_batch_sizes": [1, 64, 256],
         "latency_min_time": 0.5,
+        "latency_rounds": 3,
         # 01_transfer_learning
         "source_epochs": 30,
         "transfer_steps": 600,
@@ -369,7 +372,9 @@ DRY_RUN_ENV = "COURSEKIT_DRY_RUN"
 DRY_RUN_CAPS: dict = {
     "train_per_class": 24, "test_per_class": 4, "kd_train_per_class": 24, "imagenet_train_per_class": 4,
     "batch_size": 16, "transfer_batch_size": 16, "latency_batch_sizes": [1, 2], "latency_min_time": 0.001,
-    "transfer_label_sweep": [10, 250],  # 1000 and all labels per class only add images to push through the model
+    "latency_rounds": 1,
+    "transfer_label_sweep": [10],  # 01: one point besides labels_per_class; more labels only add images to push through
+    "text_label_sweep": [8, 32],  # 07: with 48 training sentences, 128 and 512 per class are the same sentences again
     "text_train_limit": 48, "text_test_limit": 24, "text_batch_size": 8, "text_sweep_batch_size": 8,
     "text_latency_batch": 2, "text_latency_seq": 16,
     "llm_eval_tokens": 512, "llm_calib_tokens": 512, "llm_heal_tokens": 4096, "llm_heal_batch": 2,
@@ -388,7 +393,8 @@ def dry_run_steps() -> int | None:
     return int(raw)
 
 
-_POSITIVE_INTS = ("epochs", "batch_size", "source_epochs", "transfer_steps", "transfer_batch_size", "transfer_seeds",
+_POSITIVE_INTS = ("epochs", "batch_size", "latency_rounds",
+                  "source_epochs", "transfer_steps", "transfer_batch_size", "transfer_seeds",
                   "kd_epochs", "kd_seeds", "imagenet_steps", "prune_finetune_epochs", "prune_seeds",
                   "channel_finetune_epochs", "trim_recovery_epochs", "pipeline_teacher_epochs", "pipeline_kd_epochs",
                   "pipeline_recovery_epochs", "text_max_length", "text_batch_size", "text_epochs", "text_sweep_steps",

@@ -209,12 +209,14 @@ class Session:
         model, info, reused = train_or_load(self.run_dir, "source", config, train, device=self.device)
         return model, info, reused, source_data
 
-    def record_all(self, entries: list[dict], input_size=(3, 32, 32), rounds: int = 3) -> dict[str, dict]:
+    def record_all(self, entries: list[dict], input_size=(3, 32, 32), rounds: int | None = None) -> dict[str, dict]:
         """Record several models whose latencies will be compared: ``entries`` are dicts with the keyword
         arguments of ``record`` (model, stage, name, accuracy, extra, seed). Their latencies are measured side
-        by side in ``rounds`` interleaved rounds (``metrics.compare_latency``), so that drift of the machine
-        between the measurements does not masquerade as a speedup. Returns {name: record}."""
+        by side in ``rounds`` interleaved rounds (``metrics.compare_latency``; default: the profile's
+        ``latency_rounds``, 3 on cpu and gpu), so that drift of the machine between the measurements does not
+        masquerade as a speedup. Returns {name: record}."""
         P = self.profile
+        rounds = P.latency_rounds if rounds is None else rounds
         models = {e["name"]: e["model"] for e in entries}
         if len(models) != len(entries):
             raise ValueError(f"record_all: model names must be unique, got {[e['name'] for e in entries]}")
@@ -331,11 +333,11 @@ class Session:
         return train_or_load_text(self.run_dir, f"finetune-{splits.task}", recipe, build, batches, device=self.device,
                                   progress=progress, attn_implementation=P.text_attention)
 
-    def record_text(self, entries: list[dict], task: str, rounds: int = 3) -> dict[str, dict]:
+    def record_text(self, entries: list[dict], task: str, rounds: int | None = None) -> dict[str, dict]:
         """Record text classifiers whose latencies are compared: ``entries`` are dicts with model, stage, name,
         accuracy, extra (and seed). Latency at batch ``text_latency_batch`` and ``text_latency_seq`` tokens
-        (key "cpu_b32_s64" on the cpu profile), measured side by side in ``rounds`` interleaved rounds; MACs per
-        sequence at that length (attention included).
+        (key "cpu_b32_s64" on the cpu profile), measured side by side in ``rounds`` interleaved rounds (default: the
+        profile's ``latency_rounds``); MACs per sequence at that length (attention included).
 
         Models with identical architectures (the same parameter names and shapes) do the same computation: one of
         them is timed and counted for all, and the others' ``extra["latency_measured_on"]`` names it.
@@ -343,6 +345,7 @@ class Session:
         from .textmodels import count_text_macs, text_input_fn  # lazily, as above
 
         P = self.profile
+        rounds = P.latency_rounds if rounds is None else rounds
         models = {e["name"]: e["model"] for e in entries}
         if len(models) != len(entries):
             raise ValueError(f"record_text: model names must be unique, got {[e['name'] for e in entries]}")

@@ -22,6 +22,13 @@ def test_imagefolder_is_decoded_resized_and_cached_outside_the_dataset(tmp_path,
     monkeypatch.setattr(D, "_decode", lambda *a: (_ for _ in ()).throw(AssertionError("decoded twice")))
     d2 = load_data(f"imagefolder:{root}", image_size=16, val_fraction=0.2, seed=0)
     assert torch.equal(d.train_x, d2.train_x)
+    # the normalisation statistics (over every training image, validation included) are kept with the images
+    everything = torch.cat([d.train_x, d.val_x]).float().div(255)
+    torch.testing.assert_close(d.mean, everything.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(d.std, everything.std(dim=(0, 2, 3)))
+    monkeypatch.setattr(D, "_channel_stats", lambda *a: (_ for _ in ()).throw(AssertionError("computed twice")))
+    d3 = load_data(f"imagefolder:{root}", image_size=16, val_fraction=0.2, seed=1)
+    assert torch.equal(d3.mean, d.mean) and torch.equal(d3.std, d.std)
 
 
 def test_val_split_is_seeded_and_disjoint(tmp_path, imagefolder):

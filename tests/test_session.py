@@ -136,3 +136,20 @@ def test_paired_test_counts_the_examples_only_one_model_gets_right(tmp_path, ima
     assert res["p_value"] < 0.05 and "kd is better" in res["text"] and "+25.00 points on 40 test images" in res["text"]
     same = S.paired_test("A", "A", S.load_data())
     assert same["p_value"] == 1.0 and "within the noise" in same["text"]
+
+
+def test_ledger_latencies_take_the_profiles_rounds_unless_told(tmp_path, monkeypatch):
+    """record_all times in the profile's latency_rounds (1 on smoke, 3 on cpu and gpu); a chapter's own wins."""
+    import coursekit.session as session_module
+    from coursekit.profiles import PROFILES
+
+    assert (PROFILES["smoke"]["latency_rounds"], PROFILES["cpu"]["latency_rounds"], PROFILES["gpu"]["latency_rounds"]) \
+        == (1, 3, 3)
+    asked = []
+    real = session_module.compare_latency
+    monkeypatch.setattr(session_module, "compare_latency", lambda *a, rounds, **k: asked.append(rounds) or real(*a, rounds=1, **k))
+    S = start_session("99_test", profile="smoke", run_dir=str(tmp_path / "run"), print_report=False)
+    m = ResNetCifar((1, 1, 1), 4, num_classes=2)
+    S.record_all([{"model": m, "stage": "s", "name": "a", "accuracy": 0.5}])
+    S.record_all([{"model": m, "stage": "s", "name": "b", "accuracy": 0.5}], rounds=5)
+    assert asked == [1, 5]
