@@ -4,20 +4,30 @@ torchrun every process holds the same model; rank 0 alone writes it)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-import torch
-
-from .distributed import is_main
-
 __all__ = ["save_torch_atomic", "append_line"]
+
+
+def _main_process() -> bool:
+    """``distributed.is_main()``, without importing torch where nothing has (a process that never imported
+    torch.distributed has no process group): appending a ledger line stays a light import (``coursekit run``'s
+    notebooks, ``coursekit report``)."""
+    if "torch.distributed" not in sys.modules:
+        return True
+    from .distributed import is_main
+
+    return is_main()
 
 
 def save_torch_atomic(payload, path: str | os.PathLike) -> Path:
     """``torch.save(payload)`` to a temporary file beside ``path``, then renamed over it; skipped (path returned)
     in processes other than the main one."""
+    import torch
+
     path = Path(path)
-    if not is_main():
+    if not _main_process():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -29,7 +39,7 @@ def save_torch_atomic(payload, path: str | os.PathLike) -> Path:
 def append_line(path: str | os.PathLike, line: str) -> Path:
     """Append one line of text to ``path`` (created with its folder when absent); main process only."""
     path = Path(path)
-    if not is_main():
+    if not _main_process():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:

@@ -125,8 +125,8 @@ PROFILES: dict[str, dict] = {
         "text_kd_hidden_seeds": 1,
         "text_kd_from_teacher": True,
         "text_recovery_epochs": 1,  # 09: KD epochs after each cut
-        "llm_eval_tokens": 512,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
-        "llm_calib_tokens": 512,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
+        "llm_eval_tokens": 256,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all): one window
+        "llm_calib_tokens": 256,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
         "llm_layers_removed": [3],  # 10: the depth sweep
         "llm_heal_steps": 2,
         "llm_heal_batch": 2,
@@ -377,7 +377,7 @@ DRY_RUN_CAPS: dict = {
     "text_label_sweep": [8, 32],  # 07: with 48 training sentences, 128 and 512 per class are the same sentences again
     "text_train_limit": 48, "text_test_limit": 24, "text_batch_size": 8, "text_sweep_batch_size": 8,
     "text_latency_batch": 2, "text_latency_seq": 16,
-    "llm_eval_tokens": 512, "llm_calib_tokens": 512, "llm_heal_tokens": 4096, "llm_heal_batch": 2,
+    "llm_eval_tokens": 256, "llm_calib_tokens": 256, "llm_heal_tokens": 4096, "llm_heal_batch": 2,
     "llm_prompt_len": 32, "llm_decode_tokens": 4, "llm_gen_tokens": 8,
     "exercise_judge": "size",  # a few steps of training: accuracies mean nothing, the profile's sizes still count
 }
