@@ -118,10 +118,29 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _torchvision_version() -> str:
+    """``torchvision.__version__`` (local label included, "0.29.1+cu130"), read from its version.py when torchvision
+    is not imported yet: importing it loads torch._dynamo, 1.5 s of a notebook's start that a Part 2 chapter, or a
+    chapter stopped by a bad parameter, never needs."""
+    import importlib.metadata
+    import importlib.util
+    import re
+    import sys
+
+    if "torchvision" in sys.modules:
+        return sys.modules["torchvision"].__version__
+    spec = importlib.util.find_spec("torchvision")
+    version_py = os.path.join(os.path.dirname(spec.origin), "version.py") if spec and spec.origin else ""
+    if os.path.isfile(version_py):
+        with open(version_py, encoding="utf-8") as f:
+            found = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", f.read(), re.MULTILINE)
+        if found:
+            return found.group(1)
+    return importlib.metadata.version("torchvision")
+
+
 def environment_report(profile: dict, device: torch.device | str) -> dict:
     """Versions, device, CPU threads and the resolved profile, as a dict (print it in notebooks)."""
-    import torchvision
-
     device = torch.device(device)
     report = {
         "profile": profile.get("name"),
@@ -132,7 +151,7 @@ def environment_report(profile: dict, device: torch.device | str) -> dict:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _torchvision_version(),
         "numpy": np.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "autocast": str(autocast_dtype(device, profile.get("amp", "auto"))),

@@ -221,7 +221,7 @@ def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accu
                  dataset: str, profile: str, device: torch.device | str, seed: int,
                  latency_batch_sizes=(1, 64), input_size=(3, 32, 32), min_run_time: float = 0.3,
                  extra: dict | None = None, latency_ms: dict | None = None, macs: int | None = None,
-                 input_fn=None, fields: dict | None = None, fast_gzip: bool = False) -> dict:
+                 input_fn=None, fields: dict | None = None, fast_gzip: bool = False, sizes: dict | None = None) -> dict:
     """One ledger-ready record (the fields of COURSE_DESIGN's run ledger) for ``model``.
 
     Latency is measured on the CPU for every batch size in ``latency_batch_sizes``
@@ -229,10 +229,11 @@ def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accu
     unless ``latency_ms`` gives those numbers already (``Session.record_all`` measures
     several models side by side with ``compare_latency``). ``macs`` overrides the count (a transformer's
     attention is counted by ``textmodels.count_text_macs``), ``input_fn`` makes the inputs of a text model and
-    ``fields`` adds Part 2's fields (``task``, ``perplexity``).
+    ``fields`` adds Part 2's fields (``task``, ``perplexity``); ``sizes`` gives ``state_dict_bytes(model)`` when it
+    was measured already (``Session.record_all`` compresses several models side by side).
     """
     device = torch.device(device)
-    sizes = state_dict_bytes(model, fast=fast_gzip)
+    sizes = sizes or state_dict_bytes(model, fast=fast_gzip)
     latency = dict(latency_ms or {})
     for b in latency_batch_sizes if latency_ms is None else ():
         if b <= 64 or device.type == "cpu":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from .checkpoints import train_or_load
 from .env import environment_report, pick_device, seed_everything
 from .ledger import append_record
 from .llm import linear_macs_per_token
-from .metrics import compare_latency, model_record
+from .metrics import compare_latency, model_record, state_dict_bytes
 from .models import model_from_spec
 from .profiles import Profile, resolve_profile
 from .prune import detach_masked_weights
@@ -223,13 +224,16 @@ class Session:
         rep_of = same_architecture(models)
         latency = self.latency_table({n: models[n] for n in dict.fromkeys(rep_of.values())}, P.latency_batch_sizes,
                                      input_size=input_size, rounds=rounds)
+        with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:  # gzip releases the GIL: models side by side
+            sizes = dict(zip(models, pool.map(state_dict_bytes, models.values()), strict=True))
         out = {}
         for e in entries:
             rep = rep_of[e["name"]]
             extra = dict(e.get("extra") or {})
             if rep != e["name"]:
                 extra["latency_measured_on"] = rep
-            out[e["name"]] = self.record(**{**e, "extra": extra}, input_size=input_size, latency_ms=latency[rep])
+            out[e["name"]] = self.record(**{**e, "extra": extra}, input_size=input_size, latency_ms=latency[rep],
+                                         sizes=sizes[e["name"]])
         return out
 
     def latency_measurements(self, models: dict, batch_sizes, *, input_size=(3, 32, 32), input_fn=None,
@@ -259,16 +263,19 @@ class Session:
         return {n: {k: round(r["median_ms"], 4) for k, r in row.items()} for n, row in measured.items()}
 
     def record(self, model, *, stage: str, name: str, accuracy: float | None, extra: dict | None = None,
-               input_size=(3, 32, 32), seed: int | None = None, latency_ms: dict | None = None) -> dict:
+               input_size=(3, 32, 32), seed: int | None = None, latency_ms: dict | None = None,
+               sizes: dict | None = None) -> dict:
         """Measure ``model`` (params, MACs, size, latency) and append its record to the run ledger.
 
         ``seed`` defaults to the session's; pass the seed a model was trained with when a chapter runs several.
+        ``latency_ms`` and ``sizes`` (``metrics.state_dict_bytes``) give what was measured already.
         """
         rec = model_record(model, notebook=self.notebook, stage=stage, name=name, accuracy=accuracy,
                            dataset=self.dataset, profile=self.profile.name, device=self.device,
                            seed=self.seed if seed is None else seed,
                            latency_batch_sizes=self.profile.latency_batch_sizes, input_size=input_size,
-                           min_run_time=self.profile.latency_min_time, extra=extra, latency_ms=latency_ms)
+                           min_run_time=self.profile.latency_min_time, extra=extra, latency_ms=latency_ms,
+                           sizes=sizes)
         append_record(self.run_dir, rec)
         return rec
 

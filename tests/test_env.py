@@ -74,3 +74,15 @@ def test_cuda_only_paths_give_one_clear_line_without_a_gpu():
         autocast_dtype("cuda", "auto")
     with pytest.raises(RuntimeError, match="measure_latency: device 'cuda:0' needs a CUDA GPU"):
         measure_latency(nn.Linear(2, 2), 1, device="cuda:0", input_size=(2,))
+
+
+def test_the_report_names_torchvisions_version_without_importing_it():
+    """Importing torchvision loads torch._dynamo (1.5 s); the report reads the same version string from its files."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from coursekit.env import environment_report; "
+            "r = environment_report({'name': 'smoke'}, 'cpu'); loaded = 'torchvision' in sys.modules; "
+            "import torchvision; print(loaded, r['torchvision'] == torchvision.__version__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "True"], done.stderr[-2000:]

@@ -17,6 +17,10 @@ def test_record_all_measures_side_by_side_and_appends_one_record_each(tmp_path):
     keys = {f"cpu_b{b}" for b in S.profile.latency_batch_sizes}
     assert all(set(r["latency_ms"]) == keys and min(r["latency_ms"].values()) > 0 for r in on_disk)
     assert recs["big"]["macs"] > recs["small"]["macs"]
+    from coursekit.metrics import state_dict_bytes  # compressed side by side, each its own measurement
+
+    assert [(r["size_bytes"], r["size_gzip_bytes"]) for r in on_disk] == [tuple(state_dict_bytes(m).values())
+                                                                          for m in (big, small)]
     with pytest.raises(ValueError, match="unique"):
         S.record_all([{"model": big, "stage": "s", "name": "x", "accuracy": 0.1}] * 2)
 
