@@ -117,8 +117,10 @@ def _run(path, tmp_path, **params):
 
 @pytest.fixture(scope="module")
 def setup_cells_runner():
-    """Runs a notebook's cells up to its setup cell with injected parameters in one kernel per notebook, kept for
-    the module: a bad-input case costs a cell, not a kernel start and torch's import (about 5 s each).
+    """Runs a notebook's cells up to its setup cell with injected parameters, every case in one kernel kept for the
+    module: a bad-input case costs a cell, not a kernel start and the imports of torch and transformers (3-5 s
+    each). Each case runs the notebook's own parameters cell first, so no value of an earlier case or notebook
+    survives into it; what it asserts is the error its setup cell raises.
 
     ``run(path, **params)`` executes the parameters cell, the assignments papermill would inject, and at most
     ``SETUP_CELLS`` code cells after them, stopping at the first error; returns (ename, evalue) or None."""
@@ -127,9 +129,9 @@ def setup_cells_runner():
     kernels = {}
 
     def run(path, **params):
-        if path not in kernels:
-            kernels[path] = start_new_kernel(kernel_name="python3", cwd=str(path.parent))
-        _, client = kernels[path]
+        if "shared" not in kernels:
+            kernels["shared"] = start_new_kernel(kernel_name="python3", cwd=str(path.parent))
+        _, client = kernels["shared"]
         code_cells = [c for c in _cells(path) if c.cell_type == "code"]
         code = [c.source for c in code_cells]
         first = next(i for i, c in enumerate(code_cells) if "parameters" in c.metadata.get("tags", []))
