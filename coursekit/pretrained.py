@@ -141,9 +141,6 @@ def _converted_folder(auto_cls, loc: ModelLocation) -> Path:
 
 def _save_converted(obj, folder: Path) -> None:
     """``obj.save_pretrained`` into ``folder``, which appears by one rename: complete or absent."""
-    if hasattr(obj, "hf_quantizer"):  # a model: its weights are plain floats now; only the GGUF marks stop
-        obj.hf_quantizer = None  # save_pretrained, which refuses any model loaded through a quantizer
-        del obj.config.quantization_config
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=folder.parent))
     try:
@@ -171,6 +168,9 @@ def _from_gguf(auto_cls, loc: ModelLocation, **kwargs):
     is_model = auto_cls.__name__ != "AutoTokenizer"
     loaded = auto_cls.from_pretrained(loc.path, gguf_file=loc.gguf_file, **({**kwargs, "dtype": torch.float32}
                                                                              if is_model else kwargs))
+    if is_model:  # its weights are plain floats now; only the GGUF marks stop save_pretrained, which refuses any
+        loaded.hf_quantizer = None  # model loaded through a quantizer
+        del loaded.config.quantization_config
     _save_converted(loaded, folder)
     if is_model and kwargs.get("dtype", torch.float32) != torch.float32:
         return auto_cls.from_pretrained(folder, **kwargs)  # the kept copy stays float32; this load casts
