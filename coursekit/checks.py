@@ -6,6 +6,8 @@ Each check returns True when it passes, so a notebook cell can end with it.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch import nn
 
@@ -20,12 +22,30 @@ __all__ = [
     "check_angular_distance", "check_blocks_to_drop", "check_replace_with_identity",
     "check_compound_ratio", "check_pareto_front", "check_pick_deployable",
     "check_max_pool", "check_lora_params", "check_embedding_share",
-    "check_student_layers", "check_layer_map", "check_hidden_loss", "check_target",
+    "check_student_layers", "check_layer_map", "check_hidden_loss", "check_keep_head_rows", "check_keep_head_columns",
+    "check_block_influence", "check_perplexity_from_losses", "check_wanda_score", "check_mask_2_4", "check_target",
+    "reset_hints",
 ]
 
 
-def _fail(message: str, hint: str):
-    raise AssertionError(f"{message}\nHint: {hint}")
+_HINTS_GIVEN: Counter = Counter()  # per hint ladder (its first step): how often it was shown in this kernel
+
+
+def _fail(message: str, *steps: str):
+    """Raise AssertionError(message + a hint). A ladder of several ``steps`` shows one more step at each failure of
+    the same kind: first what to think about, then the formula; never the code of a solution."""
+    shown = _HINTS_GIVEN[steps[0]]
+    _HINTS_GIVEN[steps[0]] += 1
+    if len(steps) == 1:
+        raise AssertionError(f"{message}\nHint: {steps[0]}")
+    k = min(shown, len(steps) - 1)
+    more = " (try again: a failure of the same kind shows the next step)" if k < len(steps) - 1 else ""
+    raise AssertionError(f"{message}\nHint (step {k + 1} of {len(steps)}): {steps[k]}{more}")
+
+
+def reset_hints() -> None:
+    """Start every hint ladder at its first step again."""
+    _HINTS_GIVEN.clear()
 
 
 def check_conv_params(conv_params) -> bool:
@@ -63,7 +83,9 @@ def check_accuracy(accuracy) -> bool:
     got = float(accuracy(logits, y))
     if abs(got - 0.5) > 1e-6:
         _fail(f"accuracy returned {got} on a case whose answer is 0.5.",
-              "take logits.argmax(dim=1), compare with y, and average the matches as floats.")
+              "the predicted class of a row is the position of its largest logit; accuracy is the share of rows where it "
+              "equals the label.",
+              "accuracy = (1/N) * (number of rows i whose largest logit is at position y_i), a float in [0, 1].")
     if abs(float(accuracy(logits[:1], y[:1])) - 1.0) > 1e-6:
         _fail("accuracy of a single correct prediction should be 1.0.", "divide by the number of rows, not a constant.")
     return True
@@ -102,7 +124,8 @@ def check_soften(soften) -> bool:
     got = soften(big, 1.0)
     if not torch.isfinite(got).all() or not torch.allclose(got, F.softmax(big, dim=-1), atol=1e-6):
         _fail(f"soften of logits of size 1000 returned {got.tolist()}.",
-              "exp(1000) overflows to inf; subtract each row's maximum from the logits first (the ratios do not change).")
+              "exp(1000) overflows to inf: the logits must be made smaller before the exponential, without changing "
+              "the result.", "softmax(z) = softmax(z - max(z)): subtract each row's maximum first (the ratios do not change).")
     return True
 
 
@@ -121,7 +144,8 @@ def check_kl_term(kl_term) -> bool:
             if abs(float(got) * T * T - float(want)) < 1e-5 or abs(float(got) - float(want) / (T * T)) < 1e-5:
                 _fail(f"kl_term(..., T={T}) is off by a factor T^2.", "multiply the KL by T**2 (Hinton et al. 2015).")
             _fail(f"kl_term(..., T={T}) returned {float(got):.5f}, expected {float(want):.5f}.",
-                  "use reduction='batchmean' (the mean over examples of the per-example sum over classes).")
+                  "the KL of one example is a sum over its classes; the batch's loss is the mean of those sums over the "
+              "examples (PyTorch calls it batchmean), not the mean over every entry.")
     return True
 
 
@@ -155,7 +179,10 @@ def check_replace_head(replace_head) -> bool:
     old_head = m.fc.weight.detach().clone()
     out = replace_head(m, 3)
     if out is None or not isinstance(getattr(out, "fc", None), nn.Linear):
-        _fail("replace_head did not return a model with a Linear fc.", "set model.fc = nn.Linear(...) and return model.")
+        _fail("replace_head did not return a model with a Linear fc.",
+              "the function must return the model, its head (fc) replaced by a new linear layer.",
+              "a fresh linear layer from the backbone's feature width to num_classes takes the place of fc; the model is "
+              "returned.")
     if out.fc.out_features != 3 or out.fc.in_features != 16:
         _fail(f"the new head maps {out.fc.in_features} -> {out.fc.out_features}, expected 16 -> 3.",
               "keep in_features = model.fc.in_features, the width of the backbone's features.")
@@ -192,13 +219,15 @@ def check_freeze_all_but_last_stage(freeze_all_but_last_stage) -> bool:
     trainable = {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad}
     if trainable != {"layer3", "fc"}:
         _fail(f"trainable stages are {sorted(trainable)}, expected ['fc', 'layer3'].",
-              "freeze every parameter whose name does not start with layer3 or fc (requires_grad_(False)).")
+              "only the last stage and the head should learn: which parameters belong to them, by name?",
+              "every parameter outside layer3 and fc gets requires_grad = False; those two keep True.")
     m.train()
     m(torch.zeros(2, 3, 16, 16))
     if m.layer1[0].bn1.training:
         _fail("a frozen BatchNorm is still in train mode after model.train().",
-              "model.train() sets every module to train mode: register a forward pre-hook on each frozen BatchNorm "
-              "that calls module.eval() before it runs.")
+              "model.train() sets every module to train mode, frozen BatchNorms included: their running statistics "
+              "would still move.", "a forward pre-hook on each frozen BatchNorm can put it back in eval mode before "
+              "each of its forward passes.")
     return True
 
 
@@ -212,19 +241,24 @@ def check_magnitude_mask(magnitude_mask) -> bool:
     got = magnitude_mask(w, 0.5)
     want = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]])
     if got is None or tuple(got.shape) != tuple(w.shape):
-        _fail("the mask must have the weight's shape.", "build it with torch.ones_like(weight) and set entries to 0.")
+        _fail("the mask must have the weight's shape.",
+              "the mask has the weight's shape: 1 where a weight stays, 0 where it is pruned.")
     if not torch.equal(got.float(), want):
         signed = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
         _fail(f"magnitude_mask(w, 0.5) returned {got.tolist()}, expected {want.tolist()}.",
               "rank by absolute value |w|: -3.0 is the largest weight here, not the smallest."
-              if torch.equal(got.float(), signed) else "zero the k = round(sparsity * numel) entries with the smallest |w|.")
+              if torch.equal(got.float(), signed)
+              else "the number of pruned weights is the sparsity times the number of weights, rounded; they are those with "
+              "the smallest |w|.")
     conv = nn.Conv2d(4, 6, 3)
     for s in (0.0, 0.33, 0.9):
         m = magnitude_mask(conv.weight.detach(), s).float()
         prune.l1_unstructured(conv, "weight", amount=s)
         if not torch.equal(m, conv.weight_mask):
             _fail(f"at sparsity {s} the mask differs from torch.nn.utils.prune.l1_unstructured's.",
-                  "use k = round(sparsity * weight.numel()) and torch.topk(|w|.flatten(), k, largest=False).")
+                  "torch.nn.utils.prune prunes the smallest |w| of the whole tensor, as many as the sparsity times the "
+                  "number of weights rounded to the nearest integer.", "with n weights and sparsity s, the "
+                  "k = round(s n) smallest magnitudes over the whole tensor get mask 0.")
         prune.remove(conv, "weight")
     return True
 
@@ -238,7 +272,8 @@ def check_global_threshold(global_threshold) -> bool:
         per_layer = (abs(got - 0.25) < 1e-6) or (abs(got - 0.15) < 1e-6)
         _fail(f"global_threshold([a, b], 0.5) returned {got}, expected 0.2 (4 of the 8 magnitudes are <= 0.2).",
               "pool every |w| of every tensor into one vector first; a per-layer threshold is not global."
-              if per_layer else "sort |w| over all tensors together and take the k-th smallest, k = round(sparsity * total).")
+              if per_layer else "the threshold is the k-th smallest magnitude among all the weights of all the tensors, k being the "
+              "sparsity times their total count, rounded.")
     return True
 
 
@@ -266,11 +301,13 @@ def check_l1_filter_importance(importance) -> bool:
     want = torch.tensor([3.0, 1.0, 4.0])
     if got is None or tuple(got.shape) != (3,):
         _fail(f"expected one score per output channel, shape (3,), got {None if got is None else tuple(got.shape)}.",
-              "sum over every dimension but the first: weight.abs().flatten(1).sum(1).")
+              "one score per output filter, from all of its weights (input channels x kernel).",
+              "score_i = sum over c, h, w of |W[i, c, h, w]|: the L1 norm of filter i.")
     if not torch.allclose(got.float(), want):
         _fail(f"returned {got.tolist()}, expected {want.tolist()}.",
               "the L1 norm sums absolute values; a plain sum lets positive and negative weights cancel."
-              if torch.allclose(got.float(), torch.tensor([-1.0, 1.0, -4.0])) else "score filter i by weight[i].abs().sum().")
+              if torch.allclose(got.float(), torch.tensor([-1.0, 1.0, -4.0]))
+              else "score_i is the sum of the absolute values of filter i's weights.")
     return True
 
 
@@ -284,15 +321,17 @@ def check_prune_conv_bn(prune_conv_bn) -> bool:
     keep = torch.tensor([0, 3, 4])
     new_conv, new_bn = prune_conv_bn(conv, bn, keep)
     if new_conv.out_channels != 3 or new_bn.num_features != 3:
-        _fail("the new layers should have 3 channels.", "build nn.Conv2d(in, len(keep), ...) and nn.BatchNorm2d(len(keep)).")
+        _fail("the new layers should have 3 channels.",
+              "the new conv has as many output channels as there are kept channels, and its BatchNorm as many features.")
     new_bn.eval()
     x = torch.randn(2, 3, 6, 6)
     with torch.no_grad():
         if not torch.allclose(new_bn(new_conv(x)), bn(conv(x))[:, keep], atol=1e-5):
             stats = torch.allclose(new_bn.running_mean, bn.running_mean[keep])
             _fail("the pruned pair does not reproduce the kept channels of the original.",
-                  "copy conv.weight[keep] and the BN's weight, bias AND running_mean / running_var at keep."
-                  if not stats else "copy conv.weight[keep] (the output-channel dimension is the first one).")
+                  "BatchNorm has four tensors per channel, two learned and two running statistics (running_mean, "
+                  "running_var): all four are taken at the kept channels." if not stats else
+                  "a conv weight is (out, in, kh, kw): the kept output channels are taken along its first dimension.")
     return True
 
 
@@ -304,14 +343,15 @@ def check_prune_in_channels(prune_in_channels) -> bool:
     new = prune_in_channels(conv, keep)
     if new.in_channels != 2 or new.out_channels != 2:
         _fail(f"the new conv maps {new.in_channels} -> {new.out_channels} channels, expected 2 -> 2.",
-              "only the input dimension shrinks: nn.Conv2d(len(keep), conv.out_channels, ...).")
+              "only the input dimension shrinks: as many input channels as were kept, the outputs unchanged.")
     x = torch.randn(1, 4, 5, 5)
     x_zeroed = x.clone()
     x_zeroed[:, [0, 3]] = 0
     with torch.no_grad():
         if not torch.allclose(new(x[:, keep]), conv(x_zeroed), atol=1e-5):
             _fail("on the kept channels the new conv must compute what the old one did with the others at zero.",
-                  "copy conv.weight[:, keep] (dimension 1 is the input channels) and the whole bias.")
+                  "a conv weight is (out, in, kh, kw): the kept input channels are taken along dimension 1; the bias (one "
+                  "per output channel) stays whole.")
     return True
 
 
@@ -330,7 +370,8 @@ def check_angular_distance(angular_distance) -> bool:
     if abs(got - 0.25) > 1e-4:
         _fail(f"on two positions with angles 0 and 90 degrees you returned {got}, expected 0.25.",
               "divide the angle by pi so that the distance lies in [0, 1]." if abs(got - 0.25 * 3.141592653589793) < 1e-4
-              else "compare the channel vectors position by position (cosine over dim 1), take arccos / pi, then the mean.")
+              else ("d = mean over positions p of arccos(cos(x_p, y_p)) / pi, where x_p and y_p are the channel vectors "
+                    "at position p."))
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g)
     if abs(float(angular_distance(a, b)) - reference(a, b)) > 1e-4:
@@ -363,7 +404,9 @@ def check_replace_with_identity(replace_with_identity) -> bool:
     out = m if out is None else out
     if not isinstance(out.layer1[1], nn.Identity):
         _fail("out.layer1[1] is not an nn.Identity.",
-              "get the parent with model.get_submodule('layer1') and setattr(parent, '1', nn.Identity()).")
+              "the block must be replaced inside its parent (the stage that holds it); rebinding a local name changes "
+              "nothing in the model.", "the parent's name is the part before the last dot, the child's the part after "
+              "it; an nn.Identity takes the child's place in the parent.")
     if isinstance(out.layer1[0], nn.Identity) or out(torch.zeros(1, 3, 16, 16)).shape != (1, 10):
         _fail("other blocks changed or the model no longer runs.", "replace only the named block.")
     return True
@@ -380,7 +423,7 @@ def check_compound_ratio(compound_ratio) -> bool:
                 else "the total is sizes[0] / sizes[-1] (= the product of the step ratios sizes[i] / sizes[i + 1]).")
         _fail(f"compound_ratio([1000, 500, 100, 80]) returned {got}, expected 12.5.", hint)
     if compound_ratio([7]) != 1:
-        _fail("a pipeline with one model has a reduction of 1.", "return sizes[0] / sizes[-1].")
+        _fail("a pipeline with one model has a reduction of 1.", "the total reduction is the first size over the last.")
     return True
 
 
@@ -442,9 +485,10 @@ def check_target(model, *, reference, size: str, max_size: float, accuracy_of, r
     ``reference_accuracy`` (a negative ``max_drop`` asks for a gain). ``accuracy_of(model) -> float`` is measured
     here, on the split the chapter chose settings on (validation), never on the test split.
 
-    ``judge`` (profile setting ``exercise_judge``): "all" judges both targets; "size" the size only (a dry run of a
-    profile, a few steps of training: its accuracies mean nothing); "none" reports both and judges neither (the smoke
-    profile: its models are too small for the size budgets and its validation sets for the accuracies).
+    ``judge`` (profile setting ``exercise_judge``): "all" judges both targets (the cpu profile on CIFAR-10, where they
+    were set); "size" the size only (the gpu profile, whose accuracies no GPU run has measured yet; a dry run, a few
+    steps of training); "none" reports both and judges neither (the smoke profile, whose models are too small for the
+    size budgets; any dataset but CIFAR-10, which the targets were not set for: ``start_session`` says so).
     Returns {"size_ratio", "accuracy", "drop_points"}; raises AssertionError with a hint when a target is missed."""
     if size not in TARGET_SIZES:
         raise ValueError(f"size: unknown value {size!r}; allowed: {', '.join(TARGET_SIZES)}")
@@ -458,8 +502,8 @@ def check_target(model, *, reference, size: str, max_size: float, accuracy_of, r
     drop = 100 * (reference_accuracy - accuracy)
     what = {"params": "parameters", "nonzero": "non-zero parameters", "macs": "MACs",
             "trainable": "parameters trained"}[size]
-    judged = {"all": "both targets judged", "size": "the size judged, not the accuracy",
-              "none": "nothing judged on this profile"}[judge]
+    judged = {"all": "both targets judged", "size": "the size judged; the accuracy reported, not judged",
+              "none": "reported, not judged: the targets were set for CIFAR-10 on the cpu profile"}[judge]
     print(f"size: {what} {ratio:.1%} of the reference (target <= {max_size:.1%}) | accuracy {accuracy:.2%} against "
           f"{reference_accuracy:.2%}: {-drop:+.2f} points (target >= {-max_drop:+.2f}) | {judged}")
     if judge != "none" and ratio > max_size + 1e-12:
@@ -485,8 +529,8 @@ def check_max_pool(max_pool) -> bool:
         _fail(f"max_pool returned shape {tuple(got.shape)}, expected (3, 4).", "take the maximum over the token dimension (dim 1).")
     if not torch.allclose(got, want, atol=1e-6):
         _fail("max_pool gives wrong values on padded sentences.",
-              "multiplying by the mask is not enough for a max (0 beats negative values): set padded positions "
-              "to -inf with masked_fill before the max.")
+              "multiplying by the mask is not enough for a max: a padding 0 beats negative values.",
+              "padded positions must hold -inf before the maximum is taken.")
     return True
 
 
@@ -514,8 +558,9 @@ def check_embedding_share(embedding_share) -> bool:
     got = float(embedding_share(model))
     if abs(got - want) > 1e-6:
         _fail(f"embedding_share returned {got:.4f} on a toy BERT, expected {want:.4f}.",
-              "count model.encoder.embeddings.word_embeddings.weight only (not the position embeddings), "
-              "divided by all parameters of the model, head included.")
+              "the token table is one matrix, vocabulary x hidden size; position and token-type embeddings are not "
+              "part of it.", "share = (elements of the word-embedding matrix) / (all parameters of the model, head "
+              "included).")
     return True
 
 
@@ -525,7 +570,8 @@ def check_student_layers(student_layers) -> bool:
         got = list(student_layers(n, k))
         if got != want:
             _fail(f"student_layers({n}, {k}) returned {got}, expected {want}.",
-                  "spread the kept layers evenly from layer 0: index i * n // k for i in range(k).")
+                  "keep layers spread evenly over the teacher, starting at layer 0.",
+                  "the i-th kept layer (i = 0 .. k-1) is floor(i n / k).")
     return True
 
 
@@ -537,8 +583,8 @@ def check_layer_map(layer_map) -> bool:
         got = dict(layer_map(s, t))
         if got != want:
             _fail(f"layer_map({s}, {t}) returned {got}, expected {want}.",
-                  "student layer k (1-based) stands for teacher layer k * teacher_layers // student_layers; the "
-                  "last student layer always meets the teacher's last.")
+                  "student layer k (1-based) stands for teacher layer floor(k T / S), with S student and T teacher layers; "
+                  "the last student layer always meets the teacher's last.")
     return True
 
 
@@ -556,9 +602,10 @@ def check_hidden_loss(hidden_loss) -> bool:
     if abs(float(got) - float(want)) > 1e-5:
         all_tokens = (1 - F.cosine_similarity(s, t, dim=-1)).mean()
         if abs(float(got) - float(all_tokens)) < 1e-5:
-            _fail("padding positions were counted.", "select the real tokens first: s[mask.bool()] is (tokens, H).")
+            _fail("padding positions were counted.",
+                  "only real tokens count: select them with the mask before comparing (a tokens x H matrix).")
         _fail(f"hidden_loss returned {float(got):.5f}, expected {float(want):.5f}.",
-              "1 - F.cosine_similarity(s_tokens, t_tokens, dim=-1), averaged over real tokens.")
+              "L = mean over the real tokens t of (1 - cos(s_t, t_t)), the cosine taken over the hidden dimension.")
     if hidden_loss(t, t, mask).abs() > 1e-5:
         _fail("identical hidden states must give 0.", "1 - cos(x, x) = 0.")
     return True
@@ -579,7 +626,8 @@ def check_keep_head_rows(keep_head_rows) -> bool:
         if torch.equal(got_w, w[:9]):
             _fail("you kept the first rows, not the rows of the kept heads.", "head j owns rows j*d to (j+1)*d - 1.")
         _fail("the rows (or bias entries) kept are not those of heads 0, 2 and 3.",
-              "index = [j * d + t for j in keep for t in range(d)]; weight[index], bias[index].")
+              "for each kept head j, in order, its d rows j d ... (j + 1) d - 1; the bias entries at the same "
+              "positions.")
     return True
 
 
@@ -594,7 +642,8 @@ def check_keep_head_columns(keep_head_columns) -> bool:
     if tuple(got.shape) != (5, 4):
         _fail(f"shape {tuple(got.shape)}, expected (5, 4).", "the output projection reads heads along dim 1 (columns).")
     if not torch.equal(got, want):
-        _fail("the columns kept are not those of heads 1 and 3.", "weight[:, index] with index as for the rows.")
+        _fail("the columns kept are not those of heads 1 and 3.",
+              "the same positions as for the rows of Q, K and V, taken along the columns (dimension 1).")
     return True
 
 
@@ -610,8 +659,9 @@ def check_block_influence(block_influence) -> bool:
     got = float(block_influence(a, b, mask))
     if abs(got - want) > 1e-5:
         if abs(got - float(1 - F.cosine_similarity(a, b, dim=-1).mean())) < 1e-5:
-            _fail("padding positions were counted.", "compare only x_in[mask.bool()] with x_out[mask.bool()].")
-        _fail(f"returned {got:.5f}, expected {want:.5f}.", "1 - F.cosine_similarity(x_in_tokens, x_out_tokens, dim=-1).mean()")
+            _fail("padding positions were counted.", "compare the real tokens only: select them with the mask first.")
+        _fail(f"returned {got:.5f}, expected {want:.5f}.",
+              "BI = 1 - mean over real tokens of cos(x_in, x_out), the cosine over the hidden dimension.")
     if abs(float(block_influence(a, 3 * a, mask))) > 1e-5:
         _fail("a layer that only rescales its input has influence 0.", "cosine ignores length: cos(x, 3x) = 1.")
     return True
@@ -629,7 +679,7 @@ def check_perplexity_from_losses(perplexity_from_losses) -> bool:
             _fail("you averaged the exponentials.", "exponentiate the mean loss: exp(mean), not mean(exp).")
         if abs(got - 1.75) < 1e-4:
             _fail("you returned the mean loss.", "perplexity is exp of the mean loss.")
-        _fail(f"returned {got:.4f}, expected {want:.4f}.", "exp(losses.mean())")
+        _fail(f"returned {got:.4f}, expected {want:.4f}.", "PPL = exp((1 / T) * sum over t of l_t).")
     if abs(float(perplexity_from_losses(torch.zeros(3))) - 1.0) > 1e-6:
         _fail("a model that is always certain and right has perplexity 1.", "exp(0) = 1.")
     return True
@@ -646,7 +696,8 @@ def check_wanda_score(wanda_score) -> bool:
     if not torch.allclose(got, want, atol=1e-5):
         if torch.allclose(got, w.abs() * x.norm(dim=1)[:4], atol=1e-5):
             _fail("you took norms over the wrong dimension.", "||X_j|| is the norm of input feature j over tokens: dim=0.")
-        _fail("the scores differ from |W| * ||X_j||.", "weight.abs() * x.norm(dim=0) (broadcast over rows).")
+        _fail("the scores differ from |W| * ||X_j||.",
+              "S_ij = |W_ij| * ||X_j||_2: column j of |W| scaled by the norm of input feature j over the tokens.")
     return True
 
 
@@ -659,9 +710,11 @@ def check_mask_2_4(mask_2_4) -> bool:
         _fail(f"expected a bool mask of shape (3, 8), got {got.dtype} {tuple(got.shape)}.", "return a boolean tensor.")
     groups = got.reshape(3, 2, 4)
     if not (groups.sum(-1) == 2).all():
-        _fail("every group of 4 must keep exactly 2.", "reshape to (out, in/4, 4) and pick the top 2 in the last dim.")
+        _fail("every group of 4 must keep exactly 2.", "look at each row in groups of 4 consecutive scores.",
+              "in each group of 4 the 2 largest scores are kept (True), the other 2 dropped.")
     kept_min = torch.where(groups, s.reshape(3, 2, 4), torch.inf).amin(-1)
     dropped_max = torch.where(~groups, s.reshape(3, 2, 4), -torch.inf).amax(-1)
     if not (kept_min >= dropped_max).all():
-        _fail("a kept score is smaller than a dropped one in the same group.", "topk(2, dim=-1) on the groups.")
+        _fail("a kept score is smaller than a dropped one in the same group.",
+              "in each group the two kept scores must be the two largest.")
     return True

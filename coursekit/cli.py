@@ -6,6 +6,8 @@ notebooks, ledger, figures, summary.md), so later chapters reuse the models of e
 ``--resume`` skips notebooks already executed successfully with the same parameters.
 ``coursekit report RUN_DIR`` prints the summary table and writes the Pareto plots.
 ``coursekit student`` / ``coursekit slides`` write the student edition and the reveal.js slides.
+``coursekit lab`` opens JupyterLab on the student edition (``--solutions``: the full notebooks); ``coursekit kernel``
+registers the notebooks' kernel for this interpreter (``run`` and ``lab`` do it on first use).
 
 Also ``python -m coursekit ...``. ``make course`` / ``make student`` / ``make slides`` call it.
 Everything the user typed is checked before the first notebook starts.
@@ -23,8 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+from .editions import KERNEL
 from .ledger import ledger_table, read_ledger
-from .session import REPO_ROOT
+from .paths import REPO_ROOT, absolute_data_env, default_data_dir, user_path
+from .profiles import profile_name
+from .runtimes import clock as _clock
+from .runtimes import plan_message
 
 __all__ = ["main", "list_notebooks", "parse_param", "parse_sweep", "parse_shard", "shard_from_scheduler", "plan_jobs",
            "read_run_ledgers"]
@@ -166,6 +172,38 @@ def _already_done(run_dir: Path, book: Path, params: dict) -> bool:
         and entry["source_sha256"] == _sha256(book) and (run_dir / book.name).exists()
 
 
+KERNEL_NAME = KERNEL["name"]  # the kernel every chapter names
+
+
+def _kernel_of(book: Path) -> str | None:
+    return json.loads(book.read_text(encoding="utf-8")).get("metadata", {}).get("kernelspec", {}).get("name")
+
+
+def ensure_kernel(name: str = KERNEL_NAME, prefix: str | None = None) -> str:
+    """The Jupyter kernel ``name`` that the notebooks name, registered for this interpreter (in its environment,
+    ``prefix``, default ``sys.prefix``) when no kernel of that name exists, as ``make`` does; when that cannot be
+    written, this interpreter's own "python3" kernel. Prints which kernel runs which Python. Returns the kernel name
+    to use."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        python = KernelSpecManager().get_kernel_spec(name).argv[0]
+    except NoSuchKernel:
+        from ipykernel.kernelspec import install
+
+        try:
+            install(kernel_name=name, display_name=KERNEL["display_name"], prefix=prefix or sys.prefix)
+        except OSError as err:  # a read-only environment: run with this interpreter's own kernel
+            print(f"kernel {name!r} not found and not registered ({err}); using this interpreter's kernel 'python3' "
+                  f"({sys.executable})", flush=True)
+            return "python3"
+        print(f"registered the Jupyter kernel {name!r} for {sys.executable} (in {prefix or sys.prefix})", flush=True)
+        python = sys.executable
+    same = Path(python).resolve() == Path(sys.executable).resolve()
+    print(f"kernel: {name} runs {python}" + ("" if same else f" (not this interpreter, {sys.executable})"), flush=True)
+    return name
+
+
 def _run_one(books: list[Path], run_dir: Path, params: dict, *, resume: bool, kernel: str | None, label: str) -> bool:
     """Execute ``books`` in order into ``run_dir``. Returns False (after printing where) on the first failure."""
     import papermill as pm
@@ -173,8 +211,9 @@ def _run_one(books: list[Path], run_dir: Path, params: dict, *, resume: bool, ke
     run_dir.mkdir(parents=True, exist_ok=True)
     params = {**params, "run_dir": str(run_dir)}
     print(f"{label}run dir: {run_dir}", flush=True)
+    start = time.perf_counter()
     for k, book in enumerate(books, 1):
-        head = f"{label}[{k}/{len(books)} {book.stem}]"
+        head = f"{label}[{k}/{len(books)} {book.stem}, {_clock(time.perf_counter() - start)} elapsed]"
         if resume and _already_done(run_dir, book, params):
             print(f"{head} skipped: already executed successfully with the same parameters", flush=True)
             continue
@@ -216,12 +255,21 @@ def cmd_run(args) -> int:
     _validate_params(books, list(params) + ([sweep[0]] if sweep else []))
     if args.resume and not args.run_dir:
         raise ValueError("--resume needs --run-dir (the run to resume)")
+    profile = profile_name(str(params.get("profile", "auto")))  # ValueError for an unknown profile, before any work
+    os.environ.update(absolute_data_env())  # a relative COURSEKIT_DATA means what it meant in the user's shell
+    if isinstance(params.get("data_dir"), str):
+        params["data_dir"] = str(user_path(params["data_dir"]))
+    print(f"data dir: {default_data_dir(params.get('data_dir'))}")
     run_dir = Path(args.run_dir) if args.run_dir else REPO_ROOT / "runs" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = run_dir.resolve()
     jobs = plan_jobs(run_dir, params, sweep, shard)
     if not jobs:
         print(f"shard {args.shard}: no run falls to this shard")
         return 0
+    print(plan_message(profile, [b.stem for b in books], runs=len(jobs)), flush=True)
+    if args.kernel is None and any(_kernel_of(b) == KERNEL_NAME for b in books):
+        chosen = ensure_kernel()  # registered on first use, as make does; "python3" where it cannot be
+        args.kernel = None if chosen == KERNEL_NAME else chosen
     t0 = time.perf_counter()
     for j, (job_dir, job_params) in enumerate(jobs, 1):
         label = f"(run {j}/{len(jobs)} {job_dir.name}) " if sweep else ""
@@ -281,6 +329,36 @@ def cmd_student(args) -> int:
     return 0
 
 
+def cmd_lab(args) -> int:
+    """JupyterLab on the student edition (refreshed first, a student's edits kept) or, with --solutions, on the full
+    notebooks; $COURSEKIT_DATA made absolute first, the course's kernel registered when missing."""
+    if args.solutions:
+        root = Path(args.notebook_dir)
+        print(f"instructor edition (solutions and the outputs of a real run): {root}")
+    else:
+        from .editions import refresh_student_editions
+
+        root = Path(args.out)
+        for path, what in refresh_student_editions(_select(None, args.notebook_dir), root):
+            print(f"student edition: {path.name}: {what}")
+        print(f"student edition (exercises to solve; make lab-solutions opens the full notebooks): {root}")
+    env = absolute_data_env()
+    if env.get("COURSEKIT_DATA"):
+        print(f"COURSEKIT_DATA={env['COURSEKIT_DATA']}")
+    if ensure_kernel() != KERNEL_NAME:
+        print(f"the notebooks name the kernel {KERNEL_NAME!r}: choose 'Python 3' in Lab's kernel menu", flush=True)
+    command = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root.resolve()}", *args.jupyter_args]
+    print(" ".join(command), flush=True)
+    if args.print_only:
+        return 0
+    os.execvpe(command[0], command, env)  # replaces this process: Lab's own Ctrl-C handling, its exit status
+
+
+def cmd_kernel(args) -> int:
+    ensure_kernel()
+    return 0
+
+
 def cmd_slides(args) -> int:
     from .editions import build_slides
 
@@ -329,7 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     stp = sub.add_parser("strip", help="remove per-run metadata from the committed notebooks and name the course's kernel")
     stp.add_argument("--only", nargs="+", metavar="NOTEBOOK")
     stp.set_defaults(func=cmd_strip)
-    for p in (run, stu, sli, stp):
+    lab = sub.add_parser("lab", help="JupyterLab on the student edition (or --solutions: the full notebooks)")
+    lab.add_argument("--solutions", action="store_true", help="open the full notebooks (instructor edition)")
+    lab.add_argument("--out", default=str(REPO_ROOT / "student"), help="the student edition's folder")
+    lab.add_argument("--print-only", action="store_true", help="prepare and print the command; do not start Lab")
+    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab (after --)")
+    lab.set_defaults(func=cmd_lab)
+    ker = sub.add_parser("kernel", help="register the notebooks' Jupyter kernel ('coursekit') for this interpreter")
+    ker.set_defaults(func=cmd_kernel)
+    for p in (run, stu, sli, stp, lab):
         p.add_argument("--notebook-dir", default=str(NOTEBOOK_DIR), help="where the NN_name.ipynb notebooks are")
     args = parser.parse_args(argv)
     try:

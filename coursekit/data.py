@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .files import save_torch_atomic
+from .paths import cache_dir, default_data_dir  # the data-dir rules live in paths; data re-exports them
 
 __all__ = [
     "DataSplits",
@@ -38,24 +39,6 @@ __all__ = [
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` if given, else $COURSEKIT_DATA, else the repository's data/ folder."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser()
-    env = os.environ.get("COURSEKIT_DATA")
-    return Path(env).expanduser() if env else REPO_ROOT / "data"
-
-
-def cache_dir() -> Path:
-    """$COURSEKIT_CACHE, else $XDG_CACHE_HOME/coursekit, else ~/.cache/coursekit."""
-    env = os.environ.get("COURSEKIT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "coursekit"
 
 
 def parse_dataset(dataset: str) -> tuple[str, Path | None]:

@@ -2,7 +2,9 @@
 
 * Student edition: every cell tagged ``solution`` keeps its function signatures, docstrings and
   the check call, but each function body becomes ``raise NotImplementedError(...)``, so the check
-  fails until the student writes it. Outputs of those cells are cleared.
+  fails until the student writes it. Outputs of those cells are cleared. ``make lab`` opens it
+  (``refresh_student_editions``: written when missing, brought up to date when the student has not changed it,
+  never overwritten when they have); ``make lab-solutions`` opens the full notebooks.
 * Slides: reveal.js through nbconvert's SlidesExporter, from each cell's
   ``metadata.slideshow.slide_type``; ``slide_types`` gives the default layout (title, section
   headings, figures) to cells that have none.
@@ -18,11 +20,14 @@ Used by ``coursekit student`` / ``coursekit slides`` / ``coursekit strip`` (``ma
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 from pathlib import Path
 
 import nbformat
 
-__all__ = ["exercise_stub", "student_edition", "write_student_editions", "slide_types", "build_slides", "KERNEL",
+__all__ = ["exercise_stub", "student_edition", "write_student_editions",
+           "refresh_student_editions", "slide_types", "build_slides", "KERNEL",
            "strip_volatile_metadata", "strip_notebooks"]
 
 SOLUTION_TAG = "solution"
@@ -63,6 +68,27 @@ def student_edition(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+EDITIONS_MANIFEST = ".editions.json"  # in the student folder: {notebook: {"source_sha256", "written_sha256"}}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _write_edition(src: Path, dst: Path, manifest: dict) -> None:
+    nbformat.write(student_edition(nbformat.read(src, as_version=4)), dst)
+    manifest[dst.name] = {"source_sha256": _sha256(src), "written_sha256": _sha256(dst)}
+
+
+def _read_manifest(out_dir: Path) -> dict:
+    path = out_dir / EDITIONS_MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _save_manifest(out_dir: Path, manifest: dict) -> None:
+    (out_dir / EDITIONS_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def write_student_editions(notebooks, out_dir, force: bool = False) -> list[Path]:
     """Write the student edition of each notebook into ``out_dir``. Refuses (ValueError) to overwrite
     files that exist there, which may hold a student's work, unless ``force``."""
@@ -73,9 +99,43 @@ def write_student_editions(notebooks, out_dir, force: bool = False) -> list[Path
         raise ValueError(f"student edition: {len(existing)} file(s) exist and may hold your work: {existing[:3]}"
                          f"{' ...' if len(existing) > 3 else ''}; move them away or pass --force to overwrite")
     out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = _read_manifest(out_dir)
     for src, dst in targets:
-        nbformat.write(student_edition(nbformat.read(src, as_version=4)), dst)
+        _write_edition(src, dst, manifest)
+    _save_manifest(out_dir, manifest)
     return [t for _, t in targets]
+
+
+def refresh_student_editions(notebooks, out_dir) -> list[tuple[Path, str]]:
+    """Bring ``out_dir``'s student edition up to date without touching a student's work: a missing notebook is
+    written; one the student has not changed since it was written (its bytes as recorded in ``.editions.json``) is
+    rewritten when its chapter changed; one the student has changed is kept as it is, and said to be behind its
+    chapter when it is. Returns [(student notebook, what happened)]: "written", "updated", "up to date",
+    "yours, kept", "yours, kept; the chapter changed since (make student FORCE=1 replaces it)"."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = _read_manifest(out_dir)
+    done = []
+    for src in map(Path, notebooks):
+        dst = out_dir / src.name
+        entry = manifest.get(dst.name)
+        if not dst.exists():
+            _write_edition(src, dst, manifest)
+            done.append((dst, "written"))
+            continue
+        untouched = entry is not None and _sha256(dst) == entry["written_sha256"]
+        current = entry is not None and _sha256(src) == entry["source_sha256"]
+        if untouched and not current:
+            _write_edition(src, dst, manifest)
+            done.append((dst, "updated"))
+        elif untouched:
+            done.append((dst, "up to date"))
+        else:
+            behind = entry is None or not current
+            done.append((dst, "yours, kept" + ("; the chapter changed since (make student FORCE=1 replaces it)"
+                                                if behind else "")))
+    _save_manifest(out_dir, manifest)
+    return done
 
 
 def slide_types(nb: nbformat.NotebookNode, overwrite: bool = False) -> nbformat.NotebookNode:

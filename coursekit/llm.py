@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import default_data_dir
+from .downloads import corpus_folder
 from .env import autocast_dtype
 from .profiles import dry_run_steps
 from .train import _autocast
@@ -50,15 +50,13 @@ CORPORA = {
 def load_corpus_ids(name: str, tokenizer, *, data_dir: str | os.PathLike | None = None,
                     max_tokens: int | None = None) -> torch.Tensor:
     """The whole text of corpus ``name`` (a key of CORPORA) as one (T,) long tensor of token ids, no special
-    tokens, optionally only its first ``max_tokens``. Raises ValueError for an unknown name, FileNotFoundError
-    saying where it looked."""
+    tokens, optionally only its first ``max_tokens``. A corpus absent from the data dir is fetched first
+    (``coursekit.downloads``: WikiText-2 from the hub, Tiny Shakespeare from its raw file). Raises ValueError for an
+    unknown name, FileNotFoundError saying where it looked and what it tried."""
     if name not in CORPORA:
         raise ValueError(f"corpus: unknown value {name!r}; allowed: {', '.join(CORPORA)}")
     c = CORPORA[name]
-    path = default_data_dir(data_dir) / c.folder / c.file
-    if not path.is_file():
-        raise FileNotFoundError(f"{name}: {path} not found. Point data_dir or COURSEKIT_DATA at a folder holding "
-                                f"{c.folder}/{c.file} (for example ../shared/datasets)")
+    path = corpus_folder(c.folder, data_dir) / c.file
     text = path.read_text(encoding="utf-8")
     if max_tokens is not None:
         text = text[: max_tokens * 12]  # enough characters for max_tokens tokens; tokenising 1 MB takes seconds

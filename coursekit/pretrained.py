@@ -128,10 +128,10 @@ def _not_found(spec: PretrainedSpec, location: ModelLocation, err: Exception) ->
 
 def _converted_folder(auto_cls, loc: ModelLocation) -> Path:
     """Where the float copy of ``loc``'s GGUF file for ``auto_cls`` is kept: the course's cache folder
-    (``coursekit.data.cache_dir()``), keyed by the file (path, size, modification time) and the transformers version."""
+    (``coursekit.paths.cache_dir()``), keyed by the file (path, size, modification time) and the transformers version."""
     import transformers
 
-    from .data import cache_dir
+    from .paths import cache_dir
 
     gguf = Path(loc.path) / loc.gguf_file
     st = gguf.stat()

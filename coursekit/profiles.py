@@ -13,7 +13,8 @@ import copy
 import inspect
 import os
 
-__all__ = ["PROFILES", "PROFILE_NAMES", "Profile", "resolve_profile", "dry_run_steps", "DRY_RUN_CAPS", "DRY_RUN_ENV"]
+__all__ = ["PROFILES", "PROFILE_NAMES", "Profile", "resolve_profile", "profile_name", "dry_run_steps", "DRY_RUN_CAPS",
+           "DRY_RUN_ENV", "GPU_PROFILE_NOTE"]
 
 # Every size and schedule the notebooks use lives here, and only here.
 # train_per_class / test_per_class: cap on images per class (None = all).
@@ -224,7 +225,9 @@ PROFILES: dict[str, dict] = {
         **SHARED,
         "train_per_class": None,
         "test_per_class": None,
-        "exercise_judge": "all",
+        # the targets were set on the cpu profile; the dry run checked that the gpu profile's models fit the size
+        # budgets, but no GPU run has measured its accuracies: the size is judged, the accuracy reported
+        "exercise_judge": "size",
         "val_fraction": 0.1,
         "batch_size": 512,
         "epochs": 40,
@@ -321,6 +324,25 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+GPU_PROFILE_NOTE = ("the gpu profile's accuracies have not been measured on a GPU yet (its configuration is checked by a "
+                    "dry run on the CPU); the course's figures come from the cpu profile")
+
+
+def profile_name(profile: str = "auto") -> str:
+    """The profile ``profile`` stands for: itself, or for "auto" $COURSEKIT_PROFILE when set, else "gpu" when CUDA is
+    available and "cpu" when not. ValueError for an unknown name."""
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"profile: unknown value {profile!r}; allowed: {', '.join(PROFILE_NAMES)}")
+    if profile != "auto":
+        return profile
+    env = os.environ.get("COURSEKIT_PROFILE", "").strip()
+    if env:
+        if env not in PROFILES:
+            raise ValueError(f"COURSEKIT_PROFILE: unknown value {env!r}; allowed: {', '.join(PROFILES)}")
+        return env
+    return "gpu" if _cuda_available() else "cpu"
+
+
 def resolve_profile(profile: str = "auto", **overrides) -> Profile:
     """Return the settings of ``profile`` with every non-None override applied.
 
@@ -332,19 +354,7 @@ def resolve_profile(profile: str = "auto", **overrides) -> Profile:
     Raises:
         ValueError for an unknown profile or setting, or "gpu" without CUDA.
     """
-    if profile not in PROFILE_NAMES:
-        raise ValueError(f"profile: unknown value {profile!r}; allowed: {', '.join(PROFILE_NAMES)}")
-    name = profile
-    if name == "auto":
-        env = os.environ.get("COURSEKIT_PROFILE", "").strip()
-        if env:
-            if env not in PROFILES:
-                raise ValueError(
-                    f"COURSEKIT_PROFILE: unknown value {env!r}; allowed: {', '.join(PROFILES)}"
-                )
-            name = env
-        else:
-            name = "gpu" if _cuda_available() else "cpu"
+    name = profile_name(profile)
     dry = dry_run_steps()
     if name == "gpu" and not _cuda_available() and dry is None:
         raise ValueError(

@@ -23,7 +23,8 @@ from .ledger import append_record
 from .llm import linear_macs_per_token
 from .metrics import compare_latency, model_record, state_dict_bytes
 from .models import model_from_spec
-from .profiles import Profile, resolve_profile
+from .paths import REPO_ROOT, default_data_dir
+from .profiles import GPU_PROFILE_NOTE, Profile, resolve_profile
 from .prune import detach_masked_weights
 from .recipe import Recipe
 from .stats import mcnemar
@@ -33,10 +34,10 @@ from .train import evaluate, fit, predict_logits
 __all__ = ["Session", "start_session", "resolve_run_dir", "same_architecture", "TEXT_DATASETS"]
 
 TEXT_DATASETS = ("sst2", "trec", "wikitext2")
+TARGETS_SET_ON = ("cifar10",)  # the data the numeric-target exercises' targets were set on (checks.check_target)
 # fine-tuning a pretrained encoder keeps its token-embedding table (half of MiniLM's parameters, no MACs) frozen
 FROZEN_WHEN_FINETUNING = ("encoder.embeddings.word_embeddings",)  # Part 2's tasks: checked by the text loaders, not parse_dataset
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def resolve_run_dir(run_dir: str | os.PathLike) -> Path:
@@ -405,7 +406,9 @@ def start_session(notebook: str, *, profile: str = "auto", seed: int = 0, data_d
     """Validate the common parameters, seed everything and return a ``Session``.
 
     ``overrides`` are profile settings given explicitly (None keeps the profile's).
-    Every bad value raises ValueError here, before any data is read or model trained.
+    Every bad value raises ValueError here, before any data is read or model trained. On a dataset the numeric
+    targets were not set for (``TARGETS_SET_ON``), the profile's ``exercise_judge`` becomes "none": the chapter's
+    exercise reports its measurements and stops nothing.
     """
     settings = resolve_profile(profile, **overrides)
     if dataset not in TEXT_DATASETS:
@@ -414,9 +417,16 @@ def start_session(notebook: str, *, profile: str = "auto", seed: int = 0, data_d
     device = pick_device(settings.name)
     rd = resolve_run_dir(run_dir)
     rd.mkdir(parents=True, exist_ok=True)
+    targets_apply = dataset in (*TEXT_DATASETS, *TARGETS_SET_ON)
+    if not targets_apply:
+        settings["exercise_judge"] = "none"  # a numeric-target exercise reports its measurements on data it was not set for
     report = environment_report(settings, device)
     report.update({"notebook": notebook, "seed": seed, "dataset": dataset, "run_dir": str(rd),
-                   "data_dir": str(_data.default_data_dir(data_dir))})
+                   "data_dir": str(default_data_dir(data_dir))})
+    if not targets_apply:
+        report["exercise_targets"] = f"set for {', '.join(TARGETS_SET_ON)}: on {dataset} reported, not judged"
+    if profile == "auto" and settings.name == "gpu" and "dry_run" not in settings:
+        report["note"] = f"profile 'auto' chose gpu (CUDA is available): {GPU_PROFILE_NOTE}"
     if print_report:
         print(json.dumps(report, indent=1))
     return Session(notebook, settings, seed, device, dataset, data_dir, rd, report)

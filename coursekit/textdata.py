@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from .data import cache_dir, default_data_dir
+from .downloads import ensure_folder, publish_files
 from .files import save_torch_atomic
+from .paths import cache_dir, default_data_dir
 
 __all__ = ["TextTask", "TASKS", "TextSplit", "TextSplits", "read_task_file", "load_text_task", "download_text_task",
            "subset_per_class",
@@ -163,11 +164,7 @@ def download_text_task(task: str, data_dir: str | os.PathLike | None = None, hub
                                  f"not one of {sorted(spec.hub_label_names)} (a split without labels?)")
             out.append(f"{spec.classes.index(name)} {' '.join(text.split())}")
         lines[ours] = out
-    root.mkdir(parents=True, exist_ok=True)
-    for ours, name in spec.files.items():
-        tmp = root / f".{name}.part"
-        tmp.write_text("\n".join(lines[ours]) + "\n", encoding="utf-8")
-        tmp.replace(root / name)
+    publish_files(root, {name: ("\n".join(lines[ours]) + "\n").encode("utf-8") for ours, name in spec.files.items()})
     return root
 
 
@@ -217,19 +214,8 @@ def load_text_task(task: str, tokenizer, *, data_dir: str | os.PathLike | None =
         could not be fetched from the hub (``download_text_task``).
     """
     spec = validate_task(task)
-    root = default_data_dir(data_dir) / spec.folder
-    missing = [f for f in spec.files.values() if not (root / f).is_file()]
-    advice = (f"Point data_dir or the COURSEKIT_DATA environment variable at a folder that holds {spec.folder}/ "
-              "(for example: export COURSEKIT_DATA=../shared/datasets)")
-    if len(missing) == len(spec.files):
-        try:
-            download_text_task(task, data_dir)
-        except (ImportError, OSError, ConnectionError) as err:  # no datasets package, no network, read-only dir
-            raise FileNotFoundError(
-                f"{task}: {', '.join(missing)} not found in {root}, and fetching {spec.hub_id} from the hub failed "
-                f"({type(err).__name__}: {err}). {advice}") from err
-    elif missing:  # a partial copy is never completed from another source
-        raise FileNotFoundError(f"{task}: {', '.join(missing)} not found in {root}. {advice}")
+    root = ensure_folder(default_data_dir(data_dir) / spec.folder, spec.files.values(),
+                         lambda: download_text_task(task, data_dir), f"{spec.hub_id} from the hub")
     raw = {name: _tokenise_cached(root / f, tokenizer, max_length) for name, f in spec.files.items()}
     gen = torch.Generator().manual_seed(seed)
     train = _split(raw["train"])

@@ -3,6 +3,14 @@ import pytest
 from coursekit import checks
 
 
+@pytest.fixture(autouse=True)
+def _fresh_hint_ladders():
+    """Each test starts every hint ladder at its first step (a kernel keeps them for the student's session)."""
+    checks.reset_hints()
+    yield
+    checks.reset_hints()
+
+
 def test_checks_pass_on_right_answers():
     assert checks.check_conv_params(lambda ci, co, k, bias: co * ci * k * k + (co if bias else 0))
     assert checks.check_conv_macs(lambda ci, co, k, h, w: co * h * w * ci * k * k)
@@ -17,8 +25,23 @@ def test_checks_pass_on_right_answers():
     (checks.check_ideal_speedup, lambda big, small: small / big),
 ])
 def test_checks_fail_with_a_hint_on_wrong_answers(check, wrong):
-    with pytest.raises(AssertionError, match="Hint:"):
+    with pytest.raises(AssertionError, match=r"Hint( \(step 1 of \d\))?:"):
         check(wrong)
+
+
+def test_hints_come_in_steps_thinking_first_then_the_formula():
+    """The same mistake twice: first what to think about, then the formula; a third try keeps the last step."""
+    wrong = lambda logits, y: (logits.argmin(1) == y).float().mean().item()  # noqa: E731
+    with pytest.raises(AssertionError, match=r"Hint \(step 1 of 2\): the predicted class of a row.*try again") as first:
+        checks.check_accuracy(wrong)
+    assert "(1/N)" not in str(first.value)
+    for _ in range(2):
+        with pytest.raises(AssertionError, match=r"Hint \(step 2 of 2\): accuracy = \(1/N\)") as later:
+            checks.check_accuracy(wrong)
+        assert "try again" not in str(later.value)
+    checks.reset_hints()
+    with pytest.raises(AssertionError, match=r"step 1 of 2"):
+        checks.check_accuracy(wrong)
 
 
 def test_check_accuracy_catches_a_constant_denominator():
@@ -38,8 +61,11 @@ def test_distillation_checks_pass_on_right_answers_and_fail_on_classic_mistakes(
     assert checks.check_distill_loss(lambda s, t, y, T, a: (1 - a) * F.cross_entropy(s, y) + a * kl(s, t, T))
     with pytest.raises(AssertionError, match="before the exponential"):
         checks.check_soften(lambda z, T: F.softmax(z * T, -1))  # multiplies by T instead of dividing
+    naive = lambda z, T: (z / T).exp() / (z / T).exp().sum(-1, keepdim=True)  # noqa: E731  (exp(1000) = inf)
+    with pytest.raises(AssertionError, match="overflows to inf: the logits must be made smaller"):
+        checks.check_soften(naive)
     with pytest.raises(AssertionError, match="subtract each row's maximum"):
-        checks.check_soften(lambda z, T: (z / T).exp() / (z / T).exp().sum(-1, keepdim=True))  # exp(1000) = inf
+        checks.check_soften(naive)
     with pytest.raises(AssertionError, match="log_softmax"):
         checks.check_kl_term(lambda s, t, T: F.kl_div(F.softmax(s / T, 1), F.softmax(t / T, 1), reduction="batchmean") * T * T)
     with pytest.raises(AssertionError, match=r"T\^2"):
@@ -191,7 +217,7 @@ def test_check_target_judges_size_and_accuracy_and_names_what_missed(capsys):
                             reference_accuracy=0.8, max_drop=1.0, judge="size")
     assert checks.check_target(small, reference=big, size="params", max_size=0.1, accuracy_of=lambda m: 0.1,
                                reference_accuracy=0.8, max_drop=1.0, judge="none")["size_ratio"] == 0.5
-    assert "nothing judged" in capsys.readouterr().out
+    assert "reported, not judged: the targets were set for CIFAR-10" in capsys.readouterr().out
     with pytest.raises(ValueError, match="judge: unknown value 'some'"):
         checks.check_target(small, reference=big, size="params", max_size=0.5, accuracy_of=lambda m: 0.1,
                             reference_accuracy=0.8, max_drop=1.0, judge="some")

@@ -207,3 +207,28 @@ def test_pareto_plots_draws_the_costs_asked_for():
     assert [ax.get_xlabel() for ax in fig.axes] == ["parameters", "CPU latency b32_s64 (ms)"]
     with pytest.raises(ValueError, match="costs"):
         pareto_plots(recs, costs=("flops",))
+
+
+def test_the_notebooks_kernel_is_registered_on_first_use(tmp_path, monkeypatch, capsys):
+    """``coursekit run`` outside ``make`` (pip install -e ., conda): the kernel the notebooks name is registered for
+    this interpreter when absent, then found."""
+    import sys
+
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
+    name = "coursekit-test-kernel"
+    assert cli.ensure_kernel(name, prefix=str(tmp_path)) == name
+    assert f"registered the Jupyter kernel {name!r} for {sys.executable}" in capsys.readouterr().out
+    spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / name / "kernel.json").read_text())
+    assert spec["argv"][0] == sys.executable
+    assert cli.ensure_kernel(name, prefix=str(tmp_path)) == name
+    assert capsys.readouterr().out.strip() == f"kernel: {name} runs {sys.executable}"
+
+
+def test_the_plan_states_the_measured_time_or_that_there_is_none():
+    from coursekit.runtimes import MEASURED, clock, plan_message
+
+    cpu = plan_message("cpu", ["00_baseline", "01_transfer_learning"])
+    assert f"about {clock(MEASURED['cpu']['seconds']['00_baseline'] + MEASURED['cpu']['seconds']['01_transfer_learning'])}" in cpu
+    assert "not timed" in plan_message("cpu", ["00_baseline", "99_new"])
+    assert "no measured time for this profile yet" in plan_message("gpu", ["00_baseline"])
+    assert clock(3725) == "1 h 02 min" and clock(307) == "5 min 07 s" and clock(42) == "42 s"

@@ -188,3 +188,59 @@ def test_the_leak_test_sees_through_renamed_variables():
     shown = _normalised("scores = block.conv1.weight.detach().abs().flatten(1).sum(1)  # L1 per filter")
     assert any(line in shown for line in _solution_lines(sol))
     assert not any(line in _normalised("scores = ckp.l1_filter_importance(block.conv1, block.bn1)") for line in _solution_lines(sol))
+
+
+def _hint_texts() -> list[str]:
+    """Every string that ``coursekit.checks`` can print (its string constants and the literal parts of its f-strings),
+    each normalised like a solution line."""
+    import inspect
+
+    tree = ast.parse(inspect.getsource(checks))
+    texts = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    return [_normalised(t) for t in texts]
+
+
+@pytest.mark.parametrize("path", list_notebooks(), ids=lambda p: p.stem)
+def test_no_hint_prints_a_line_of_a_reference_solution(path):
+    """A wrong answer gets hints in steps (what to think about, then the formula), never the code: no line of an
+    exercise's reference solution appears in any text the checks print, even with its variables renamed."""
+    solutions = [c.source for c in _solution_cells(path)]
+    hints = _hint_texts()
+    leaks = sorted({line for sol in solutions for line in _solution_lines(sol) for h in hints if line in h})
+    assert not leaks, f"{path.stem}: solution lines in the checks' hints (normalised): {leaks}"
+
+
+def test_refresh_writes_updates_and_never_touches_a_students_edited_copy(tmp_path):
+    """``make lab``: a missing student notebook is written, an untouched one follows its chapter, an edited one is
+    the student's and stays as it is (said to be behind when its chapter changed)."""
+    from coursekit.editions import refresh_student_editions
+
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    for stem in ("00_a", "01_b"):
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("def f(x):\n    return x + 1\n\nchecks.check_f(f)")
+        cell.metadata["tags"] = [SOLUTION_TAG]
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {stem}"), cell]
+        nbformat.write(nb, src / f"{stem}.ipynb")
+    books, out = sorted(src.glob("*.ipynb")), tmp_path / "student"
+
+    def status():
+        return {p.name: what for p, what in refresh_student_editions(books, out)}
+
+    assert status() == {"00_a.ipynb": "written", "01_b.ipynb": "written"}
+    assert "return x + 1" not in (out / "00_a.ipynb").read_text()
+    assert status() == {"00_a.ipynb": "up to date", "01_b.ipynb": "up to date"}
+    mine = nbformat.read(out / "01_b.ipynb", as_version=4)
+    mine.cells[1].source = mine.cells[1].source.replace('raise NotImplementedError("exercise: write f")', "return x + 1")
+    nbformat.write(mine, out / "01_b.ipynb")
+    edited = (out / "01_b.ipynb").read_bytes()
+    assert status()["01_b.ipynb"] == "yours, kept"
+    for book in books:  # both chapters change
+        nb = nbformat.read(book, as_version=4)
+        nb.cells[0].source += "\n\nA new paragraph."
+        nbformat.write(nb, book)
+    now = status()
+    assert now["00_a.ipynb"] == "updated" and "A new paragraph" in (out / "00_a.ipynb").read_text()
+    assert now["01_b.ipynb"].startswith("yours, kept; the chapter changed since")
+    assert (out / "01_b.ipynb").read_bytes() == edited, "a student's work is theirs"

@@ -157,3 +157,26 @@ def test_ledger_latencies_take_the_profiles_rounds_unless_told(tmp_path, monkeyp
     S.record_all([{"model": m, "stage": "s", "name": "a", "accuracy": 0.5}])
     S.record_all([{"model": m, "stage": "s", "name": "b", "accuracy": 0.5}], rounds=5)
     assert asked == [1, 5]
+
+
+def test_a_numeric_target_never_stops_a_run_on_data_it_was_not_set_for(tmp_path, imagefolder, capsys):
+    """On the user's own images (cpu profile) the chapter's exercise reports its measurements and judges nothing:
+    the targets were set for CIFAR-10. On CIFAR-10 the cpu profile judges both targets, the gpu profile the size."""
+    from torch import nn
+
+    from coursekit import checks
+    from coursekit.profiles import PROFILES
+    from coursekit.session import start_session
+
+    root = imagefolder(tmp_path / "ants_bees", classes=("ants", "bees"))
+    S = start_session("01_transfer_learning", profile="cpu", run_dir=str(tmp_path / "run"),
+                      dataset=f"imagefolder:{root}", print_report=False)
+    assert S.profile.exercise_judge == "none"
+    assert S.report["exercise_targets"] == f"set for cifar10: on imagefolder:{root} reported, not judged"
+    big, small = nn.Linear(10, 10), nn.Linear(10, 5)
+    out = checks.check_target(small, reference=big, size="params", max_size=0.1, accuracy_of=lambda m: 0.4,
+                              reference_accuracy=0.8, max_drop=-5.0, judge=S.profile.exercise_judge)  # misses both
+    assert out["drop_points"] == pytest.approx(40.0) and "reported, not judged" in capsys.readouterr().out
+    cifar = start_session("01_transfer_learning", profile="cpu", run_dir=str(tmp_path / "run"), print_report=False)
+    assert cifar.profile.exercise_judge == "all" and "exercise_targets" not in cifar.report
+    assert PROFILES["gpu"]["exercise_judge"] == "size", "no GPU run has measured the accuracy targets"
