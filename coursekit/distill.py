@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .env import autocast_dtype
+from .env import autocast_context, autocast_dtype
 from .metrics import count_params
 from .models import model_from_spec
 from .textdata import TextBatches
-from .train import _autocast, decay_groups, fit
+from .train import decay_groups, fit
 
 __all__ = ["soft_targets", "kd_loss", "kd_loss_fn", "validate_teacher_student", "FeatureHint", "train_student",
            "hidden_state_loss", "CachedTeacherLogits", "text_kd_loss_fn"]
@@ -234,7 +234,7 @@ class CachedTeacherLogits:
         self.table, self.states = {}, {}
         teacher.eval()
         k = 0
-        with torch.inference_mode(), _autocast(device, dtype):
+        with torch.inference_mode(), autocast_context(device, dtype):
             for x, _ in batches:
                 if self.hidden_layers:
                     logits, hidden, _ = teacher.forward_with_hidden(x)

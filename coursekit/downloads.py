@@ -155,7 +155,7 @@ def download_corpus(folder: str, data_dir: str | os.PathLike | None = None, *, s
     try:
         from datasets import load_dataset
     except ImportError as err:
-        raise ImportError(f"{folder}: fetching from the hub needs the datasets package: pip install 'coursekit[hub]' "
+        raise ImportError(f"{folder}: fetching from the hub needs the datasets package: pip install datasets "
                           "(or put the files in the data dir)") from err
     hub = load_dataset(source or spec.hub_id, spec.config)
     files = {}

@@ -5,6 +5,7 @@ Introduced in notebooks/00_baseline.ipynb.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -14,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["pick_device", "seed_everything", "autocast_dtype", "environment_report", "require_cuda"]
+__all__ = ["pick_device", "seed_everything", "autocast_dtype", "autocast_context", "environment_report", "require_cuda"]
 
 
 def pick_device(profile_name: str | None = None) -> torch.device:
@@ -105,6 +106,13 @@ def autocast_dtype(device: torch.device | str, amp: str = "auto") -> torch.dtype
         require_cuda(device, "autocast_dtype")
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if _cpu_bf16_is_faster() else None
+
+
+def autocast_context(device: torch.device | str, dtype: torch.dtype | None):
+    """``torch.autocast`` on ``device``'s type with ``dtype`` (from ``autocast_dtype``), or a no-op for None (fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def _cpu_name() -> str:

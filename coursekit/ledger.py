@@ -1,7 +1,7 @@
 """The run ledger: one JSON object per evaluated model in ``<run_dir>/ledger.jsonl``.
 
 Every notebook appends to it; later chapters, the course runner and the tests
-read it. Fields and types follow COURSE_DESIGN.md. Introduced in
+read it. Fields and types: docs/ARCHITECTURE.md (the run ledger). Introduced in
 notebooks/00_baseline.ipynb.
 """
 

@@ -24,9 +24,8 @@ import torch
 from torch import nn
 
 from .downloads import corpus_folder
-from .env import autocast_dtype
-from .profiles import dry_run_steps
-from .train import _autocast
+from .env import autocast_context, autocast_dtype
+from .runsettings import dry_run_steps
 
 __all__ = ["CORPORA", "load_corpus_ids", "perplexity", "decoder_layers", "remove_decoder_layers",
            "validate_layer_indices", "lm_windows", "logit_kd_loss", "heal_with_kd", "lm_latency", "greedy_text",
@@ -113,7 +112,7 @@ def perplexity(model: nn.Module, ids: torch.Tensor, *, window: int = 256, stride
             group.append(wins[i + len(group)])
         x = torch.cat([w for w, _ in group]).to(device)
         new = group[0][1]
-        with _autocast(device, dtype):
+        with autocast_context(device, dtype):
             logits = model(input_ids=x, use_cache=False).logits
         logits, targets = logits[:, -new - 1:-1].float(), x[:, -new:]
         total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
@@ -203,9 +202,9 @@ def heal_with_kd(student: nn.Module, teacher: nn.Module, ids: torch.Tensor, *, s
     for _ in range(steps if cap is None else min(steps, cap)):
         begins = torch.randint(0, len(ids) - seq_len, (batch_size,), generator=gen)
         x = torch.stack([ids[b:b + seq_len] for b in begins.tolist()]).to(device)
-        with torch.no_grad(), _autocast(device, dtype):
+        with torch.no_grad(), autocast_context(device, dtype):
             t_logits = teacher(input_ids=x, use_cache=False).logits
-        with _autocast(device, dtype):
+        with autocast_context(device, dtype):
             s_logits = student(input_ids=x, use_cache=False).logits
         loss = logit_kd_loss(s_logits, t_logits, temperature)
         opt.zero_grad(set_to_none=True)

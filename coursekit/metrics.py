@@ -222,7 +222,7 @@ def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accu
                  latency_batch_sizes=(1, 64), input_size=(3, 32, 32), min_run_time: float = 0.3,
                  extra: dict | None = None, latency_ms: dict | None = None, macs: int | None = None,
                  input_fn=None, fields: dict | None = None, fast_gzip: bool = False, sizes: dict | None = None) -> dict:
-    """One ledger-ready record (the fields of COURSE_DESIGN's run ledger) for ``model``.
+    """One ledger-ready record (the run ledger's fields, docs/ARCHITECTURE.md) for ``model``.
 
     Latency is measured on the CPU for every batch size in ``latency_batch_sizes``
     and, when ``device`` is CUDA, on the GPU as well (keys "cpu_b1", "cuda_b256", ...),

@@ -101,10 +101,10 @@ class ResNetCifar(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)  # (N, w, 32, 32)
-        x = self.layer1(x)  # (N, w, 32, 32)
-        x = self.layer2(x)  # (N, 2w, 16, 16)
-        x = self.layer3(x)  # (N, 4w, 8, 8)
+        x = self.stem(x)  # (N, w, 32, 32); (N, w, 16, 16) with stem_pool
+        x = self.layer1(x)  # (N, w, 32, 32); 16x16 with stem_pool
+        x = self.layer2(x)  # (N, 2w, 16, 16); 8x8 with stem_pool
+        x = self.layer3(x)  # (N, 4w, 8, 8); 4x4 with stem_pool
         return self.fc(torch.flatten(self.pool(x), 1))  # (N, classes)
 
 

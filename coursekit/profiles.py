@@ -13,6 +13,8 @@ import copy
 import inspect
 import os
 
+from .runsettings import DRY_RUN_ENV, dry_run_steps  # noqa: F401  (re-exported: where profiles' users look)
+
 __all__ = ["PROFILES", "PROFILE_NAMES", "Profile", "resolve_profile", "profile_name", "dry_run_steps", "DRY_RUN_CAPS",
            "DRY_RUN_ENV", "GPU_PROFILE_NOTE"]
 
@@ -378,7 +380,6 @@ def resolve_profile(profile: str = "auto", **overrides) -> Profile:
 # <steps> optimizer steps and the data capped to a few batches (below), on whatever device there is, the gpu profile
 # included on a CPU. It checks configuration (shapes, ratios that divide, cells that run), never results: every
 # environment report says "dry_run", and nothing it prints is a figure of the course. tests/test_gpu_dry_run.py.
-DRY_RUN_ENV = "COURSEKIT_DRY_RUN"
 DRY_RUN_CAPS: dict = {
     "train_per_class": 24, "test_per_class": 4, "kd_train_per_class": 24, "imagenet_train_per_class": 4,
     "batch_size": 16, "transfer_batch_size": 16, "latency_batch_sizes": [1, 2], "latency_min_time": 0.001,
@@ -391,16 +392,6 @@ DRY_RUN_CAPS: dict = {
     "llm_prompt_len": 32, "llm_decode_tokens": 4, "llm_gen_tokens": 8,
     "exercise_judge": "size",  # a few steps of training: accuracies mean nothing, the profile's sizes still count
 }
-
-
-def dry_run_steps() -> int | None:
-    """The training-step cap of a dry run ($COURSEKIT_DRY_RUN, a positive integer), None outside one."""
-    raw = os.environ.get(DRY_RUN_ENV, "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{DRY_RUN_ENV}: {raw!r} is not allowed; use a positive integer (training steps per loop)")
-    return int(raw)
 
 
 _POSITIVE_INTS = ("epochs", "batch_size", "latency_rounds",

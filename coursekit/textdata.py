@@ -2,7 +2,7 @@
 
 The files are read from ``<data dir>/sst2/`` and ``<data dir>/trec/`` (``LABEL<space>sentence`` per line; the
 data dir is ``data_dir``, else $COURSEKIT_DATA, else the repository's data/). When they are absent, the same
-splits are fetched from the Hugging Face hub with ``datasets`` (``pip install 'coursekit[hub]'``, network needed)
+splits are fetched from the Hugging Face hub with ``datasets`` (a dependency of coursekit; network needed)
 and written there in that format, as torchvision downloads CIFAR-10 into the data dir. SST-2 has train / dev / test;
 TREC has train / test, so its dev split is carved from train with the seed. Settings are chosen on dev,
 final numbers come from test.
@@ -142,7 +142,7 @@ def download_text_task(task: str, data_dir: str | os.PathLike | None = None, hub
     try:
         from datasets import load_dataset
     except ImportError as err:
-        raise ImportError(f"{task}: fetching from the hub needs the datasets package: pip install 'coursekit[hub]' "
+        raise ImportError(f"{task}: fetching from the hub needs the datasets package: pip install datasets "
                           f"(or put the files in the data dir)") from err
     root = default_data_dir(data_dir) / spec.folder
     existing = [f for f in spec.files.values() if (root / f).exists()]

@@ -23,11 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .env import autocast_dtype
+from .env import autocast_context, autocast_dtype
 from .files import save_torch_atomic
 from .metrics import count_macs, torch_benchmark
 from .textprune import layer_shapes, reshape_layers
-from .train import _autocast
 
 __all__ = ["POOLINGS", "TextClassifier", "masked_mean", "parameters_by_part", "keep_layers", "alternate_layers",
            "save_text_model", "load_text_model", "text_input_fn", "count_text_macs", "time_layer_parts",
@@ -262,7 +261,7 @@ def encoder_features(encoder: nn.Module, batches, pad_id: int, amp: str = "auto"
     ys = []
     for x, y in batches:
         mask = x.ne(pad_id).long()
-        with _autocast(device, dtype):
+        with autocast_context(device, dtype):
             out = encoder(input_ids=x, attention_mask=mask)
         feats["mean"].append(masked_mean(out.last_hidden_state.float(), mask))
         feats["cls_pooler"].append(out.pooler_output.float())

@@ -9,7 +9,6 @@ distillation chapter uses it). Introduced in notebooks/00_baseline.ipynb.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -20,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributed import shard_of_batch, world, wrap_for_training
-from .env import autocast_dtype
-from .profiles import dry_run_steps
+from .env import autocast_context, autocast_dtype
+from .runsettings import dry_run_steps
 
 __all__ = [
     "fit",
@@ -42,12 +41,6 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine")
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _validate_fit_args(epochs, lr, optimizer, schedule, label_smoothing, weight_decay):
@@ -150,7 +143,7 @@ def fit(
     Under ``torchrun`` (process group initialised, e.g. by ``coursekit.distributed.init_distributed``) the model is
     wrapped in DistributedDataParallel and each process trains on its slice of every batch: the same steps as one
     process on the whole batch. Only rank 0 shows progress and writes TensorBoard logs.
-    In a dry run ($COURSEKIT_DRY_RUN=N, ``coursekit.profiles.dry_run_steps``) training stops after N optimizer steps.
+    In a dry run ($COURSEKIT_DRY_RUN=N, ``coursekit.runsettings.dry_run_steps``) training stops after N optimizer steps.
     Returns:
         {"epoch", "train_loss", "train_acc", "val_acc", "lr", "time_s"}: lists, one entry per epoch trained.
     """
@@ -208,7 +201,7 @@ def fit(
                 x = x.contiguous()
             if writer is not None and step == 0:
                 _log_graph(writer, model, x[:1])
-            with _autocast(device, dtype):
+            with autocast_context(device, dtype):
                 loss, logits = loss_fn(trainer, x, y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -286,7 +279,7 @@ def predict_logits(model: nn.Module, batches, *, amp: str = "auto", tta: bool = 
     forward = FlipTTA(model) if tta else model
     outs, ys = [], []
     for x, y in batches:
-        with _autocast(device, dtype):
+        with autocast_context(device, dtype):
             logits = forward(x).float()
         outs.append(logits)
         ys.append(y)

@@ -246,3 +246,39 @@ def test_check_target_counts_what_it_is_told_to():
     with pytest.raises(ValueError, match="size: unknown value 'bytes'"):
         checks.check_target(net, reference=net, size="bytes", max_size=1, accuracy_of=lambda m: 0.5,
                             reference_accuracy=0.5, max_drop=0.0)
+
+
+def test_part2_transfer_and_distillation_checks_pass_on_right_answers_and_fail_on_classic_mistakes():
+    """07's and 08's checkers, each on its right answer and on the classic mistake its hint names."""
+    import torch.nn.functional as F
+
+    def max_pool(h, mask):
+        return h.masked_fill(~mask.bool().unsqueeze(-1), float("-inf")).amax(1)
+
+    assert checks.check_max_pool(max_pool)
+    with pytest.raises(AssertionError, match="a padding 0 beats negative values"):
+        checks.check_max_pool(lambda h, mask: (h * mask.unsqueeze(-1)).amax(1))  # padding zeros win the max
+    assert checks.check_lora_params(lambda d, k, r: r * (d + k))
+    with pytest.raises(AssertionError, match="B @ A"):
+        checks.check_lora_params(lambda d, k, r: d * k)  # the full matrix, not the adapter
+    assert checks.check_embedding_share(
+        lambda m: m.encoder.embeddings.word_embeddings.weight.numel() / sum(p.numel() for p in m.parameters()))
+    with pytest.raises(AssertionError, match="position and token-type embeddings are not part of it"):
+        checks.check_embedding_share(  # every embedding table counted
+            lambda m: sum(p.numel() for p in m.encoder.embeddings.parameters()) / sum(p.numel() for p in m.parameters()))
+    assert checks.check_student_layers(lambda n, k: [i * n // k for i in range(k)])
+    with pytest.raises(AssertionError, match="spread evenly over the teacher"):
+        checks.check_student_layers(lambda n, k: list(range(k)))  # the first k layers
+    assert checks.check_layer_map(lambda s, t: {k: k * t // s for k in range(1, s + 1)})
+    with pytest.raises(AssertionError, match="last student layer always meets the teacher's last"):
+        checks.check_layer_map(lambda s, t: {k: k for k in range(1, s + 1)})  # student k to teacher k
+
+    def hidden_loss(s, t, mask):
+        m = mask.bool()
+        return (1 - F.cosine_similarity(s[m], t[m], dim=-1)).mean()
+
+    assert checks.check_hidden_loss(hidden_loss)
+    with pytest.raises(AssertionError, match="padding positions were counted"):
+        checks.check_hidden_loss(lambda s, t, mask: (1 - F.cosine_similarity(s, t, dim=-1)).mean())
+    with pytest.raises(AssertionError, match="Hint"):
+        checks.check_hidden_loss(lambda s, t, mask: ((s - t) ** 2)[mask.bool()].mean())  # squared error, not cosine

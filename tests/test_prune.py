@@ -292,15 +292,27 @@ def test_sparse_format_is_smaller_only_when_sparse():
 
 
 def test_masked_models_can_be_copied_after_pruning_and_training(cifar_images):
+    """torch.nn.utils.prune recomputes ``weight`` in every training forward, leaving a non-leaf tensor with a gradient
+    history that deepcopy refuses; detach_masked_weights makes the copy possible, and the copy computes the same."""
     import copy
 
-    m = prune_by_magnitude(ResNetCifar((1, 1, 1), 8), 0.5)
-    copy.deepcopy(m)
-    m.train()
-    m(cifar_images()).sum().backward()  # a training forward leaves weight with a gradient history
     from coursekit.prune import detach_masked_weights
 
-    copy.deepcopy(detach_masked_weights(m))
+    m = prune_by_magnitude(ResNetCifar((1, 1, 1), 8), 0.5)
+    copy.deepcopy(m)  # freshly pruned: weight is still a plain tensor
+    m.train()
+    x = cifar_images()
+    m(x).sum().backward()  # a training forward leaves weight with a gradient history
+    with pytest.raises(RuntimeError, match="deepcopy"):
+        copy.deepcopy(m)
+    twin = copy.deepcopy(detach_masked_weights(m))
+    m.eval()
+    twin.eval()
+    with torch.no_grad():
+        assert torch.equal(twin(x), m(x))
+    from coursekit.metrics import count_nonzero_params, count_params
+
+    assert count_nonzero_params(twin) == count_nonzero_params(m) < 0.6 * count_params(m), "the zeros are kept"
 
 
 def test_macs_if_zeros_skipped_counts_positions_times_nonzero_weights():
