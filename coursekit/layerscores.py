@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["LAYER_CRITERIA", "layer_similarity", "layers_by_criterion", "validate_layers_removed", "block_angular"]
+__all__ = ["LAYER_CRITERIA", "layer_similarity", "layers_by_criterion", "validate_layers_removed", "block_angular",
+           "lowest_scores", "last_layers", "contiguous_block"]
 
-LAYER_CRITERIA = ("block_influence", "angular", "last", "contiguous")
 
 
 def _first(x):
@@ -87,28 +87,62 @@ def validate_layers_removed(k, num_layers: int, name: str = "layers_removed") ->
     return k
 
 
-def layers_by_criterion(criterion: str, k: int, num_layers: int, scores: dict[str, list[float]] | None = None,
+def _check_scores(criterion: str, scores) -> dict:
+    if scores is None:
+        raise ValueError(f"layers_by_criterion: {criterion!r} needs the scores from layer_similarity")
+    return scores
+
+
+def lowest_scores(name: str):
+    """The layer criterion "remove the k layers with the lowest ``scores[name]``" (layer 0 kept with keep_first)."""
+    def criterion(k: int, num_layers: int, scores: dict | None, *, keep_first: bool = False) -> list[int]:
+        vals = _check_scores(name, scores)[name]
+        candidates = sorted(range(1 if keep_first else 0, num_layers), key=lambda i: vals[i])
+        return sorted(candidates[:k])
+    criterion.__name__ = f"lowest_{name}"
+    return criterion
+
+
+def last_layers(k: int, num_layers: int, scores: dict | None = None, *, keep_first: bool = False) -> list[int]:
+    """The final ``k`` layers (needs no scores)."""
+    return list(range(num_layers - k, num_layers))
+
+
+def contiguous_block(k: int, num_layers: int, scores: dict | None, *, keep_first: bool = False) -> list[int]:
+    """The ``k`` consecutive layers whose summed angular distances are lowest: a cheap stand-in for Gromov's block
+    score (``block_angular`` is the paper's)."""
+    ang = _check_scores("contiguous", scores)["angular"]
+    first = 1 if keep_first else 0
+    if k > num_layers - first:
+        raise ValueError(f"layers_removed: {k} consecutive layers do not fit after layer {first - 1}")
+    start = min(range(first, num_layers - k + 1), key=lambda s: sum(ang[s:s + k]))
+    return list(range(start, start + k))
+
+
+# A layer criterion: fn(k, num_layers, scores, *, keep_first) -> the k layer indices to remove; ``scores`` is
+# layer_similarity's dict (or None for a criterion that needs none). Add your own here, or pass the function itself.
+LAYER_CRITERIA = {"block_influence": lowest_scores("block_influence"), "angular": lowest_scores("angular"),
+                  "last": last_layers, "contiguous": contiguous_block}
+
+
+def layers_by_criterion(criterion, k: int, num_layers: int, scores: dict[str, list[float]] | None = None,
                         *, keep_first: bool = False) -> list[int]:
-    """Which ``k`` layers to remove, sorted: "block_influence" / "angular" the k lowest scores (``scores`` from
-    ``layer_similarity``); "last" the final k; "contiguous" the k consecutive layers whose block changes its input
-    least by the sum of their angular distances, a cheap stand-in for Gromov's block score (needs ``scores``).
+    """Which ``k`` layers to remove, sorted. ``criterion``: a name in LAYER_CRITERIA ("block_influence" / "angular":
+    the k lowest scores from ``layer_similarity``; "last": the final k; "contiguous": the k consecutive layers that
+    change their input least) or a function with their signature.
     keep_first: never remove layer 0 (ShortGPT and Gromov both find the first layer indispensable)."""
-    if criterion not in LAYER_CRITERIA:
-        raise ValueError(f"criterion: unknown layer criterion {criterion!r}; allowed: {', '.join(LAYER_CRITERIA)}")
+    if callable(criterion):
+        fn = criterion
+    elif criterion in LAYER_CRITERIA:
+        fn = LAYER_CRITERIA[criterion]
+    else:
+        raise ValueError(f"criterion: unknown layer criterion {criterion!r}; allowed: {', '.join(LAYER_CRITERIA)} "
+                         "or a function")
     validate_layers_removed(k, num_layers)
     if k == 0:
         return []
-    if criterion == "last":
-        return list(range(num_layers - k, num_layers))
-    if scores is None:
-        raise ValueError(f"layers_by_criterion: {criterion!r} needs the scores from layer_similarity")
-    first = 1 if keep_first else 0
-    if criterion == "contiguous":
-        ang = scores["angular"]
-        if k > num_layers - first:
-            raise ValueError(f"layers_removed: {k} consecutive layers do not fit after layer {first - 1}")
-        start = min(range(first, num_layers - k + 1), key=lambda s: sum(ang[s:s + k]))
-        return list(range(start, start + k))
-    vals = scores[criterion]
-    candidates = sorted(range(first, num_layers), key=lambda i: vals[i])
-    return sorted(candidates[:k])
+    chosen = sorted(int(i) for i in fn(k, num_layers, scores, keep_first=keep_first))
+    if len(set(chosen)) != k or not all(0 <= i < num_layers for i in chosen):
+        raise ValueError(f"criterion: returned {chosen}; a layer criterion returns {k} distinct indices in "
+                         f"0..{num_layers - 1}")
+    return chosen

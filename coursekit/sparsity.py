@@ -20,10 +20,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-__all__ = ["SPARSITY_METHODS", "validate_sparsity_args", "parse_pattern", "wanda_scores", "unstructured_mask",
+__all__ = ["SPARSITY_METHODS", "validate_sparsity_args", "parse_pattern", "wanda_scores", "magnitude_scores", "unstructured_mask",
            "nm_mask", "sparsity_mask", "input_norms", "prunable_linears", "apply_sparsity"]
 
-SPARSITY_METHODS = ("magnitude", "wanda")
 
 
 def parse_pattern(pattern: str) -> tuple[int, int] | None:
@@ -42,14 +41,25 @@ def validate_sparsity_args(sparsity, pattern: str, method: str) -> None:
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise ValueError(f"sparsity: {sparsity!r} is outside the allowed range [0, 1)")
     parse_pattern(pattern)
-    if method not in SPARSITY_METHODS:
-        raise ValueError(f"method: unknown value {method!r}; allowed: {', '.join(SPARSITY_METHODS)}")
+    if not callable(method) and method not in SPARSITY_METHODS:
+        raise ValueError(f"method: unknown value {method!r}; allowed: {', '.join(SPARSITY_METHODS)} or a function")
 
 
 def wanda_scores(weight: torch.Tensor, norms: torch.Tensor | None) -> torch.Tensor:
     """|W| * ||X_j|| broadcast over rows: weight (out, in), norms (in,) -> (out, in). ``norms=None``: magnitude |W|."""
     s = weight.detach().float().abs()
     return s if norms is None else s * norms.float().to(s.device).unsqueeze(0)
+
+
+def magnitude_scores(weight: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+    """|W| (the norms are not used): weight (out, in) -> (out, in)."""
+    return wanda_scores(weight, None)
+
+
+# A sparsity method: fn(weight (out, in), norms (in,) or None) -> scores (out, in), higher = keep; ``norms`` are the
+# calibration inputs' ||X_j|| (``input_norms``) when apply_sparsity is given them. Add your own here, or pass the
+# function itself as ``method``.
+SPARSITY_METHODS = {"magnitude": magnitude_scores, "wanda": wanda_scores}
 
 
 def unstructured_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -74,11 +84,16 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return mask.reshape(out, inp)
 
 
-def sparsity_mask(weight: torch.Tensor, norms: torch.Tensor | None, sparsity: float, pattern: str) -> torch.Tensor:
+def sparsity_mask(weight: torch.Tensor, norms: torch.Tensor | None, sparsity: float, pattern: str,
+                  method=wanda_scores) -> torch.Tensor:
     """The mask of ``weight`` for a pattern: "unstructured" at ``sparsity`` per row, or "N:M" (sparsity is then
-    1 - N/M and the argument is not used)."""
+    1 - N/M and the argument is not used), from the scores of ``method`` (a SPARSITY_METHODS function; the default
+    is Wanda's, which is magnitude when ``norms`` is None)."""
     nm = parse_pattern(pattern)
-    scores = wanda_scores(weight, norms)
+    scores = method(weight, norms)
+    if tuple(scores.shape) != tuple(weight.shape):
+        raise ValueError(f"method: returned scores of shape {tuple(scores.shape)} for a weight of shape "
+                         f"{tuple(weight.shape)}; a sparsity method returns one score per weight")
     return unstructured_mask(scores, sparsity) if nm is None else nm_mask(scores, *nm)
 
 
@@ -118,14 +133,17 @@ def input_norms(model: nn.Module, ids: torch.Tensor, *, seq_len: int = 256, name
 def apply_sparsity(model: nn.Module, *, method: str, sparsity: float = 0.5, pattern: str = "unstructured",
                    norms: dict[str, torch.Tensor] | None = None) -> dict:
     """Prune every ``prunable_linears`` weight of ``model`` in place, one shot, with ``torch.nn.utils.prune``
-    (``custom_from_mask`` then ``remove``: the zeros become ordinary weights). method "magnitude" or "wanda" (needs
-    ``norms`` from ``input_norms``). Returns {"zeros", "total", "sparsity"} over the pruned weights."""
+    (``custom_from_mask`` then ``remove``: the zeros become ordinary weights). ``method``: a name in SPARSITY_METHODS
+    ("magnitude"; "wanda", which needs ``norms`` from ``input_norms``) or a function with their signature (given the
+    norms when there are any). Returns {"zeros", "total", "sparsity"} over the pruned weights."""
     validate_sparsity_args(sparsity, pattern, method)
     if method == "wanda" and norms is None:
         raise ValueError("apply_sparsity: method 'wanda' needs norms (coursekit.sparsity.input_norms)")
+    score = method if callable(method) else SPARSITY_METHODS[method]
     zeros = total = 0
     for name, lin in prunable_linears(model).items():
-        mask = sparsity_mask(lin.weight, norms[name] if method == "wanda" else None, sparsity, pattern)
+        layer_norms = None if score is magnitude_scores or norms is None else norms[name]
+        mask = sparsity_mask(lin.weight, layer_norms, sparsity, pattern, score)
         torch_prune.custom_from_mask(lin, "weight", mask.to(lin.weight.device))
         torch_prune.remove(lin, "weight")
         zeros += int((~mask).sum())

@@ -30,11 +30,9 @@ from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
 __all__ = ["HEAD_CRITERIA", "FFN_CRITERIA", "encoder_layers", "layer_shapes", "validate_keep_fraction",
-           "head_importance", "heads_to_remove", "prune_heads", "zero_heads", "ffn_importance", "ffn_to_remove",
-           "prune_ffn", "zero_ffn", "reshape_layers"]
-
-HEAD_CRITERIA = ("gradient", "magnitude")
-FFN_CRITERIA = ("activation", "weight")
+           "head_importance", "gradient_head_importance", "magnitude_head_importance", "heads_to_remove",
+           "prune_heads", "zero_heads", "ffn_importance", "activation_ffn_importance", "weight_ffn_importance",
+           "ffn_to_remove", "prune_ffn", "zero_ffn", "reshape_layers"]
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -79,33 +77,33 @@ def _head_gate_hooks(model: nn.Module, gates: torch.Tensor) -> list:
     return hooks
 
 
-def head_importance(model: nn.Module, batches=None, criterion: str = "gradient", *, max_batches: int | None = None,
-                    normalize: bool = True) -> torch.Tensor:
-    """Importance of every head, (layers, max heads) float32; heads a layer no longer has are -inf.
+def magnitude_head_importance(model: nn.Module, batches=None, *, max_batches: int | None = None) -> torch.Tensor:
+    """Head importance without data: the L2 norm of each head's rows of W_Q, W_K, W_V and its columns of W_O.
+    (layers, max heads) float32, -inf for heads a layer no longer has."""
+    layers, shapes = encoder_layers(model), layer_shapes(model)
+    scores = torch.full((len(layers), max(s["heads"] for s in shapes)), -math.inf)
+    for i, lay in enumerate(layers):
+        a = lay.attention
+        d = a.self.attention_head_size
+        h = shapes[i]["heads"]
+        sq = sum(lin.weight.detach().float().unflatten(0, (h, d)).pow(2).sum((1, 2))
+                 for lin in (a.self.query, a.self.key, a.self.value))
+        sq = sq + a.output.dense.weight.detach().float().unflatten(1, (h, d)).pow(2).sum((0, 2))
+        scores[i, :h] = sq.sqrt().cpu()
+    return scores
 
-    "gradient" (Michel et al. 2019): sum over ``batches`` ((ids, labels), eval mode, no dropout) of
-    |dL/dxi| for a gate xi = 1 on each head's context, L the cross-entropy with the labels; then each layer's
-    scores divided by their L2 norm (the paper's normalisation; ``normalize=False`` keeps the raw sums).
-    "magnitude": the L2 norm of the head's rows of W_Q, W_K, W_V and its columns of W_O (no data).
-    """
-    if criterion not in HEAD_CRITERIA:
-        raise ValueError(f"criterion: unknown head importance {criterion!r}; allowed: {', '.join(HEAD_CRITERIA)}")
-    layers = encoder_layers(model)
-    shapes = layer_shapes(model)
-    hmax = max(s["heads"] for s in shapes)
-    scores = torch.full((len(layers), hmax), -math.inf)
-    if criterion == "magnitude":
-        for i, lay in enumerate(layers):
-            a = lay.attention
-            d = a.self.attention_head_size
-            h = shapes[i]["heads"]
-            sq = sum(lin.weight.detach().float().unflatten(0, (h, d)).pow(2).sum((1, 2))
-                     for lin in (a.self.query, a.self.key, a.self.value))
-            sq = sq + a.output.dense.weight.detach().float().unflatten(1, (h, d)).pow(2).sum((0, 2))
-            scores[i, :h] = sq.sqrt().cpu()
-        return scores
+
+def gradient_head_importance(model: nn.Module, batches=None, *, max_batches: int | None = None,
+                             normalize: bool = True) -> torch.Tensor:
+    """Head importance of Michel et al. 2019: the sum over ``batches`` ((ids, labels), eval mode, no dropout) of
+    |dL/dxi| for a gate xi = 1 on each head's context, L the cross-entropy with the labels; then each layer's scores
+    divided by their L2 norm (the paper's normalisation; ``normalize=False`` keeps the raw sums).
+    (layers, max heads) float32, -inf for heads a layer no longer has."""
     if batches is None:
         raise ValueError("head_importance: the gradient criterion needs batches of (token ids, labels)")
+    layers, shapes = encoder_layers(model), layer_shapes(model)
+    hmax = max(s["heads"] for s in shapes)
+    scores = torch.full((len(layers), hmax), -math.inf)
     device = next(model.parameters()).device
     gates = torch.ones(len(layers), hmax, device=device, requires_grad=True)
     hooks = _head_gate_hooks(model, gates)
@@ -126,6 +124,37 @@ def head_importance(model: nn.Module, batches=None, criterion: str = "gradient",
     for i, s in enumerate(shapes):
         row = total[i, : s["heads"]]
         scores[i, : s["heads"]] = (row / row.norm().clamp(min=1e-12) if normalize else row).cpu()
+    return scores
+
+
+# A head criterion: fn(model, batches, *, max_batches) -> (layers, max heads) float32 scores, higher = keep,
+# -inf where a layer has no such head. Add your own here, or pass the function itself as ``criterion``.
+HEAD_CRITERIA = {"gradient": gradient_head_importance, "magnitude": magnitude_head_importance}
+
+
+def _criterion(criterion, registry: dict, what: str):
+    """The function ``criterion`` names in ``registry``, or ``criterion`` itself when it is callable."""
+    if callable(criterion):
+        return criterion
+    if criterion not in registry:
+        raise ValueError(f"criterion: unknown {what} {criterion!r}; allowed: {', '.join(registry)} or a function")
+    return registry[criterion]
+
+
+def head_importance(model: nn.Module, batches=None, criterion="gradient", *, max_batches: int | None = None,
+                    normalize: bool = True) -> torch.Tensor:
+    """Importance of every head, (layers, max heads) float32; heads a layer no longer has are -inf.
+
+    ``criterion``: a name in HEAD_CRITERIA ("gradient", Michel et al. 2019; "magnitude", no data) or a function with
+    their signature. ``normalize`` goes to the gradient criterion (its per-layer L2 normalisation).
+    """
+    fn = _criterion(criterion, HEAD_CRITERIA, "head importance")
+    extra = {"normalize": normalize} if fn is gradient_head_importance else {}
+    scores = fn(model, batches, max_batches=max_batches, **extra)
+    want = (len(encoder_layers(model)), max(s["heads"] for s in layer_shapes(model)))
+    if tuple(scores.shape) != want:
+        raise ValueError(f"criterion: returned scores of shape {tuple(scores.shape)}; a head criterion returns "
+                         f"(layers, max heads) = {want}")
     return scores
 
 
@@ -197,19 +226,20 @@ def zero_heads(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
 
 # ----------------------------------------------------------------------------- FFN neurons
 
-def ffn_importance(model: nn.Module, batches=None, criterion: str = "activation", *, pad_id: int = 0,
-                   max_batches: int | None = None) -> list[torch.Tensor]:
-    """Importance of every FFN neuron, one (F_layer,) float32 tensor per layer.
+def weight_ffn_importance(model: nn.Module, batches=None, *, pad_id: int = 0,
+                          max_batches: int | None = None) -> list[torch.Tensor]:
+    """FFN-neuron importance without data: ||W_1[i, :]|| x ||W_2[:, i]||, one (F_layer,) float32 tensor per layer."""
+    layers = encoder_layers(model)
+    return [lay.intermediate.dense.weight.detach().float().norm(dim=1).cpu()
+            * lay.output.dense.weight.detach().float().norm(dim=0).cpu() for lay in layers]
 
-    "activation": mean |gelu(x W_1)_i| over the real tokens of ``batches`` times ||W_2[:, i]|| (how much the
-    neuron, as it fires on real text, can move the output). "weight": ||W_1[i, :]|| x ||W_2[:, i]|| (no data).
-    """
-    if criterion not in FFN_CRITERIA:
-        raise ValueError(f"criterion: unknown FFN importance {criterion!r}; allowed: {', '.join(FFN_CRITERIA)}")
+
+def activation_ffn_importance(model: nn.Module, batches=None, *, pad_id: int = 0,
+                              max_batches: int | None = None) -> list[torch.Tensor]:
+    """FFN-neuron importance on data: mean |gelu(x W_1)_i| over the real tokens of ``batches`` times ||W_2[:, i]||
+    (how much the neuron, as it fires on real text, can move the output); one (F_layer,) tensor per layer."""
     layers = encoder_layers(model)
     out_norm = [lay.output.dense.weight.detach().float().norm(dim=0).cpu() for lay in layers]
-    if criterion == "weight":
-        return [lay.intermediate.dense.weight.detach().float().norm(dim=1).cpu() * o for lay, o in zip(layers, out_norm, strict=True)]
     if batches is None:
         raise ValueError("ffn_importance: the activation criterion needs batches of token ids")
     sums = [torch.zeros(lay.intermediate.dense.out_features) for lay in layers]
@@ -236,6 +266,24 @@ def ffn_importance(model: nn.Module, batches=None, criterion: str = "activation"
             hk.remove()
         model.train(was)
     return [s / max(count[0], 1) * o for s, o in zip(sums, out_norm, strict=True)]
+
+
+# An FFN criterion: fn(model, batches, *, pad_id, max_batches) -> one (F_layer,) float32 tensor per layer, higher =
+# keep. Add your own here, or pass the function itself as ``criterion``.
+FFN_CRITERIA = {"activation": activation_ffn_importance, "weight": weight_ffn_importance}
+
+
+def ffn_importance(model: nn.Module, batches=None, criterion="activation", *, pad_id: int = 0,
+                   max_batches: int | None = None) -> list[torch.Tensor]:
+    """Importance of every FFN neuron, one (F_layer,) float32 tensor per layer. ``criterion``: a name in
+    FFN_CRITERIA ("activation", "weight") or a function with their signature."""
+    fn = _criterion(criterion, FFN_CRITERIA, "FFN importance")
+    scores = list(fn(model, batches, pad_id=pad_id, max_batches=max_batches))
+    want = [lay.intermediate.dense.out_features for lay in encoder_layers(model)]
+    if [tuple(t.shape) for t in scores] != [(f,) for f in want]:
+        raise ValueError(f"criterion: returned {[tuple(t.shape) for t in scores]}; an FFN criterion returns one "
+                         f"(F_layer,) tensor per layer, here {want}")
+    return scores
 
 
 def ffn_to_remove(scores: list[torch.Tensor], keep: int) -> dict[int, list[int]]:

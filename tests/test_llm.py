@@ -213,3 +213,19 @@ def test_tied_embeddings_are_counted_once(tiny_llama):
     model = LlamaForCausalLM(cfg)
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert count_nonzero_params(model) <= count_params(model)
+
+
+def test_a_user_written_sparsity_method_runs_through_apply_sparsity(tiny_llama):
+    """A function with SPARSITY_METHODS' signature goes where "magnitude" or "wanda" goes; one that imitates
+    magnitude prunes the same weights."""
+    from coursekit.sparsity import SPARSITY_METHODS
+
+    assert set(SPARSITY_METHODS) == {"magnitude", "wanda"}
+    a, b = tiny_llama(layers=2), tiny_llama(layers=2)
+    apply_sparsity(a, method="magnitude", sparsity=0.5)
+    info = apply_sparsity(b, method=lambda w, norms: w.detach().abs() * 3.0, sparsity=0.5)
+    assert info["sparsity"] == pytest.approx(0.5, abs=0.02)
+    for (na, la), (_, lb) in zip(prunable_linears(a).items(), prunable_linears(b).items(), strict=True):
+        assert torch.equal(la.weight == 0, lb.weight == 0), na
+    with pytest.raises(ValueError, match="one score per weight"):
+        apply_sparsity(tiny_llama(layers=2), method=lambda w, norms: w.sum(0), sparsity=0.5)

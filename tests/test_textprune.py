@@ -222,3 +222,39 @@ def test_exercise_checkers_accept_the_solution_and_reject_a_wrong_one():
     assert checks.check_block_influence(bi)
     with pytest.raises(AssertionError):
         checks.check_block_influence(lambda a, b, m: float(1 - torch.nn.functional.cosine_similarity(a, b, dim=-1).mean()))
+
+
+def test_a_user_written_criterion_runs_through_the_same_path(tiny_classifier, token_batches):
+    """Part 2's criteria are pluggable like Part 1's importance functions: a function with the registry's signature
+    goes where a name goes, gives what the built-in it imitates gives, and a wrong shape is refused."""
+    from coursekit.textprune import FFN_CRITERIA, HEAD_CRITERIA, magnitude_head_importance, weight_ffn_importance
+
+    model = tiny_classifier(heads=4, ffn=32)
+
+    def my_heads(m, batches, *, max_batches=None):  # the magnitude criterion, written by a student
+        return magnitude_head_importance(m, batches, max_batches=max_batches) * 2.0
+
+    ranked = heads_to_remove(head_importance(model, criterion=my_heads), 6)
+    assert ranked == heads_to_remove(head_importance(model, criterion="magnitude"), 6)
+    with pytest.raises(ValueError, match=r"\(layers, max heads\) = \(3, 4\)"):
+        head_importance(model, criterion=lambda m, b, *, max_batches=None: torch.zeros(3))
+    assert set(HEAD_CRITERIA) == {"gradient", "magnitude"} and set(FFN_CRITERIA) == {"activation", "weight"}
+
+    def my_ffn(m, batches, *, pad_id=0, max_batches=None):
+        return [s + 1.0 for s in weight_ffn_importance(m)]
+
+    assert ffn_to_remove(ffn_importance(model, criterion=my_ffn), 20) == \
+        ffn_to_remove(ffn_importance(model, criterion="weight"), 20)
+    with pytest.raises(ValueError, match="one \\(F_layer,\\) tensor per layer"):
+        ffn_importance(model, criterion=lambda m, b, *, pad_id=0, max_batches=None: [torch.zeros(32)])
+
+    def middle_first(k, num_layers, scores, *, keep_first=False):  # needs no scores
+        mid = num_layers // 2
+        return [mid + i for i in range(k)]
+
+    assert layers_by_criterion(middle_first, 2, 6) == [3, 4]
+    scores = {"angular": [0.3, 0.1, 0.2, 0.5, 0.4, 0.6], "block_influence": [0.1] * 6}
+    assert layers_by_criterion(lambda k, n, s, *, keep_first=False: sorted(range(n), key=s["angular"].__getitem__)[:k],
+                               2, 6, scores) == layers_by_criterion("angular", 2, 6, scores)
+    with pytest.raises(ValueError, match="returns 2 distinct indices in 0..5"):
+        layers_by_criterion(lambda k, n, s, *, keep_first=False: [1, 1], 2, 6)
