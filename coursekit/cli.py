@@ -28,7 +28,7 @@ from pathlib import Path
 from .editions import KERNEL
 from .ledger import ledger_table, read_ledger
 from .paths import REPO_ROOT, absolute_data_env, default_data_dir, user_path
-from .profiles import profile_name
+from .profiles import GPU_PROFILE_NOTE, profile_name
 from .runtimes import clock as _clock
 from .runtimes import plan_message
 
@@ -267,6 +267,8 @@ def cmd_run(args) -> int:
         print(f"shard {args.shard}: no run falls to this shard")
         return 0
     print(plan_message(profile, [b.stem for b in books], runs=len(jobs)), flush=True)
+    if profile == "gpu" and params.get("profile", "auto") == "auto":
+        print(f"profile 'auto' chose gpu (CUDA is available): {GPU_PROFILE_NOTE}", flush=True)
     if args.kernel is None and any(_kernel_of(b) == KERNEL_NAME for b in books):
         chosen = ensure_kernel()  # registered on first use, as make does; "python3" where it cannot be
         args.kernel = None if chosen == KERNEL_NAME else chosen

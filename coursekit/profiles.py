@@ -10,13 +10,13 @@ wins over the profile's value. Introduced in notebooks/00_baseline.ipynb.
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 
 from .runsettings import DRY_RUN_ENV, dry_run_steps  # noqa: F401  (re-exported: where profiles' users look)
+from .settings import EXERCISE_JUDGE, SETTING_NAMES, Profile, validate_table
 
 __all__ = ["PROFILES", "PROFILE_NAMES", "Profile", "resolve_profile", "profile_name", "dry_run_steps", "DRY_RUN_CAPS",
-           "DRY_RUN_ENV", "GPU_PROFILE_NOTE"]
+           "DRY_RUN_ENV", "GPU_PROFILE_NOTE", "EXERCISE_JUDGE"]
 
 # Every size and schedule the notebooks use lives here, and only here.
 # train_per_class / test_per_class: cap on images per class (None = all).
@@ -310,16 +310,6 @@ PROFILES: dict[str, dict] = {
 PROFILE_NAMES = ("smoke", "cpu", "gpu", "auto")
 
 
-class Profile(dict):
-    """A resolved profile: a dict whose keys also read as attributes (``p.epochs``)."""
-
-    def __getattr__(self, key):
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(f"profile has no setting {key!r}; settings: {', '.join(sorted(self))}") from None
-
-
 def _cuda_available() -> bool:
     import torch
 
@@ -363,16 +353,16 @@ def resolve_profile(profile: str = "auto", **overrides) -> Profile:
             "profile: 'gpu' needs CUDA, and torch.cuda.is_available() is False on this machine; "
             "use 'cpu' or 'auto' (or COURSEKIT_DRY_RUN=<steps> to check the gpu profile's configuration on the CPU)"
         )
-    settings = Profile(copy.deepcopy(PROFILES[name]))
-    unknown = sorted(k for k in overrides if k not in settings)
+    unknown = sorted(k for k in overrides if k not in SETTING_NAMES)
     if unknown:
-        raise ValueError(f"unknown profile setting(s) {unknown}; allowed: {', '.join(sorted(settings))}")
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    _validate_settings(settings)
+        raise ValueError(f"unknown profile setting(s) {unknown}; allowed: {', '.join(sorted(SETTING_NAMES))}")
+    values = copy.deepcopy(PROFILES[name])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = validate_table(values)
     if dry is not None:  # after validation: the caps are not the profile's values, and say so in "dry_run"
-        settings.update({k: v for k, v in DRY_RUN_CAPS.items() if k in settings})
-        settings["dry_run"] = {"max_train_steps": dry, "caps": dict(DRY_RUN_CAPS)}
-    settings["name"] = name
+        settings.update(dict(DRY_RUN_CAPS))
+        settings.dry_run = {"max_train_steps": dry, "caps": dict(DRY_RUN_CAPS)}
+    settings.name = name
     return settings
 
 
@@ -392,117 +382,3 @@ DRY_RUN_CAPS: dict = {
     "llm_prompt_len": 32, "llm_decode_tokens": 4, "llm_gen_tokens": 8,
     "exercise_judge": "size",  # a few steps of training: accuracies mean nothing, the profile's sizes still count
 }
-
-
-_POSITIVE_INTS = ("epochs", "batch_size", "latency_rounds",
-                  "source_epochs", "transfer_steps", "transfer_batch_size", "transfer_seeds",
-                  "kd_epochs", "kd_seeds", "imagenet_steps", "prune_finetune_epochs", "prune_seeds",
-                  "channel_finetune_epochs", "trim_recovery_epochs", "pipeline_teacher_epochs", "pipeline_kd_epochs",
-                  "pipeline_recovery_epochs", "text_max_length", "text_batch_size", "text_epochs", "text_sweep_steps",
-                  "text_sweep_batch_size", "text_seeds", "text_probe_epochs", "lora_rank", "text_latency_batch",
-                  "text_latency_seq", "text_student_layers", "text_kd_epochs", "text_kd_seeds",
-                  "text_kd_hidden_seeds", "text_recovery_epochs", "llm_num_layers",
-                  "llm_window", "llm_calib_tokens", "llm_heal_steps", "llm_heal_batch", "llm_heal_seq", "llm_prompt_len",
-                  "llm_decode_tokens", "llm_gen_tokens")
-_FRACTIONS = ("val_fraction", "label_smoothing", "channel_ratio", "pipeline_channel_ratio")
-_POSITIVE_NUMBERS = ("lr", "finetune_lr_factor", "pipeline_backbone_lr_factor", "text_lr", "text_scratch_lr", "lora_lr",
-                     "llm_heal_lr", "transfer_backbone_lr_factor", "latency_min_time")
-_AMP_VALUES = ("auto", "bf16", "fp16", "off")
-_TEXT_ATTENTION = ("eager", "sdpa")
-EXERCISE_JUDGE = ("all", "size", "none")  # what checks.check_target judges: both targets, the size only, nothing
-_MODEL_SPECS = ("base_model", "small_model", "student_model", "trim_model", "pipeline_student_model")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _validate_list(key: str, v, ok, what: str, allow_empty: bool = False) -> None:
-    if not isinstance(v, (list, tuple)) or (not v and not allow_empty) or not all(ok(a) for a in v):
-        raise ValueError(f"{key}: {v!r} is not allowed; use a {'' if allow_empty else 'non-empty '}list of {what}")
-
-
-def _validate_model_spec(key: str, spec) -> None:
-    """A model spec must name a known model and give only arguments its builder takes (checked without building)."""
-    from .models import MODEL_BUILDERS  # lazily: models imports torchvision, profiles only needs it here
-
-    if not isinstance(spec, dict) or spec.get("name") not in MODEL_BUILDERS:
-        raise ValueError(f"{key}: {spec!r} is not allowed; use a dict with 'name' one of {', '.join(MODEL_BUILDERS)}")
-    params = inspect.signature(MODEL_BUILDERS[spec["name"]]).parameters
-    unknown = [a for a in spec if a != "name" and a not in params]
-    if unknown:
-        raise ValueError(f"{key}: {spec['name']} takes no argument(s) {unknown}; allowed: {', '.join(params)}")
-_FRACTION_LISTS = ("prune_sweep", "prune_finetune_sparsities", "sensitivity_amounts", "channel_sensitivity_ratios")
-
-
-def _validate_settings(settings: dict) -> None:
-    """Refuse values no notebook can run with, naming the setting, before any work starts."""
-    for key in _POSITIVE_INTS:
-        v = settings[key]
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{key}: {v!r} is not allowed; use an integer >= 1")
-    for key in _FRACTIONS:
-        v = settings[key]
-        if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-            raise ValueError(f"{key}: {v!r} is outside the allowed range [0, 1)")
-    for key in _FRACTION_LISTS:
-        v = settings[key]
-        if not isinstance(v, (list, tuple)) or not v or not all(isinstance(a, (int, float)) and 0 <= a < 1 for a in v):
-            raise ValueError(f"{key}: {v!r} is not allowed; use a non-empty list of numbers in [0, 1)")
-    for key in ("trim_blocks_to_remove", "pipeline_blocks_to_remove"):
-        v = settings[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"blocks_to_remove: {v!r} is not allowed; use an integer >= 0 (profile setting {key})")
-    for key in _POSITIVE_NUMBERS:
-        if not isinstance(settings[key], (int, float)) or isinstance(settings[key], bool) or not settings[key] > 0:
-            raise ValueError(f"{key}: {settings[key]!r} is not allowed; use a positive number")
-    for key in ("text_head_keep", "text_ffn_keep", "text_recovery_fraction"):
-        v = settings[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-            raise ValueError(f"{key}: {v!r} is not allowed; use a fraction in (0, 1]")
-    for key in ("text_layers_removed", "text_recipe_layers_removed"):
-        v = settings[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{key}: {v!r} is not allowed; use an integer >= 0 (fewer than the model's layers)")
-    if settings["text_attention"] not in _TEXT_ATTENTION:
-        raise ValueError(f"text_attention: unknown value {settings['text_attention']!r}; "
-                         f"allowed: {', '.join(_TEXT_ATTENTION)}")
-    if settings["amp"] not in _AMP_VALUES:
-        raise ValueError(f"amp: unknown value {settings['amp']!r}; allowed: {', '.join(_AMP_VALUES)}")
-    if settings["exercise_judge"] not in EXERCISE_JUDGE:
-        raise ValueError(f"exercise_judge: unknown value {settings['exercise_judge']!r}; "
-                         f"allowed: {', '.join(EXERCISE_JUDGE)}")
-    for key in ("channels_last", "kd_hint", "tta", "text_kd_from_teacher"):
-        if not isinstance(settings[key], bool):
-            raise ValueError(f"{key}: {settings[key]!r} is not allowed; use True or False")
-    for key in _MODEL_SPECS:
-        _validate_model_spec(key, settings[key])
-    if isinstance(settings["crop_pad"], bool) or not isinstance(settings["crop_pad"], int) or settings["crop_pad"] < 0:
-        raise ValueError(f"crop_pad: {settings['crop_pad']!r} is not allowed; use an integer >= 0")
-    if not isinstance(settings["weight_decay"], (int, float)) or isinstance(settings["weight_decay"], bool) \
-            or settings["weight_decay"] < 0:
-        raise ValueError(f"weight_decay: {settings['weight_decay']!r} is not allowed; use a number >= 0")
-    _validate_list("latency_batch_sizes", settings["latency_batch_sizes"], lambda b: _is_int(b) and b >= 1, "integers >= 1")
-    _validate_list("kd_sweep_temperatures", settings["kd_sweep_temperatures"], lambda t: _is_number(t) and t > 0,
-                "numbers > 0", allow_empty=True)
-    _validate_list("kd_sweep_alphas", settings["kd_sweep_alphas"], lambda a: _is_number(a) and 0 <= a <= 1,
-                "numbers in [0, 1]", allow_empty=True)
-    _validate_list("transfer_label_sweep", settings["transfer_label_sweep"], lambda n: n is None or (_is_int(n) and n >= 1),
-                "integers >= 1 (None: all labels)")
-    v = settings["text_label_sweep"]
-    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1
-                                                             for a in v):
-        raise ValueError(f"text_label_sweep: {v!r} is not allowed; use a non-empty list of integers >= 1")
-    v = settings["llm_layers_removed"]
-    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1
-                                                             for a in v):
-        raise ValueError(f"llm_layers_removed: {v!r} is not allowed; use a non-empty list of integers >= 1")
-    for key in ("train_per_class", "test_per_class", "kd_train_per_class", "text_train_limit", "text_test_limit",
-                "llm_eval_tokens", "llm_heal_tokens", "imagenet_train_per_class"):
-        v = settings[key]
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ValueError(f"{key}: {v!r} is not allowed; use a positive integer or None for all")

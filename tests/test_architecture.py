@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "coursekit"
 
-CORE = {"paths", "files", "distributed", "runsettings", "env", "profiles", "recipe", "train", "checkpoints", "metrics",
+CORE = {"paths", "files", "distributed", "runsettings", "env", "settings", "profiles", "recipe", "train", "checkpoints", "metrics",
         "stats", "ledger", "plots", "params", "downloads", "runtimes", "editions"}
 PART1 = {"data", "models", "transfer", "distill", "prune", "trim"}
 PART2 = {"pretrained", "textdata", "textmodels", "textprune", "layerscores", "sparsity", "llm"}
@@ -20,7 +20,7 @@ LAYER = {**{m: "core" for m in CORE}, **{m: "part1" for m in PART1}, **{m: "part
 # so this list never claims more than is true).
 KNOWN_EXCEPTIONS = {
     ("checkpoints", "models"): "rebuilding a pruned or trimmed ResNet from its checkpoint needs the ResNet anatomy",
-    ("profiles", "models"): "the profile table validates its model specs against the builders' arguments (lazily)",
+    ("settings", "models"): "the typed settings validate model specs against the builders' arguments (lazily)",
     ("distill", "textdata"): "08's text distillation (CachedTeacherLogits, text_kd_loss_fn) still lives in distill",
 }
 

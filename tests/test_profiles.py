@@ -2,6 +2,7 @@ import pytest
 
 from coursekit import profiles
 from coursekit.profiles import PROFILES, resolve_profile
+from coursekit.settings import validate_table
 
 
 def test_every_profile_has_the_same_settings():
@@ -78,12 +79,12 @@ def test_every_setting_of_every_profile_is_validated():
     from coursekit import profiles
 
     for settings in profiles.PROFILES.values():
-        profiles._validate_settings(dict(settings))
+        validate_table(dict(settings))
     for key in profiles.PROFILES["cpu"]:
         bad = dict(profiles.PROFILES["cpu"])
         bad[key] = "not a valid value"
         with pytest.raises(ValueError, match=key):
-            profiles._validate_settings(bad)
+            validate_table(bad)
 
 
 def test_shared_settings_are_stated_once():
@@ -93,3 +94,27 @@ def test_shared_settings_are_stated_once():
         assert all(p[key] == value for p in profiles.PROFILES.values())
     differing = [k for k in profiles.PROFILES["cpu"] if k not in profiles.SHARED]
     assert all(len({repr(p[k]) for p in profiles.PROFILES.values()}) > 1 for k in differing), "shared keys in SHARED"
+
+
+def test_settings_are_typed_fields_that_carry_their_own_rules():
+    """A profile is a dataclass: every setting a field with a rule, run whenever the field is set; a setting missing
+    from a table or a misspelt one is refused."""
+    import dataclasses
+
+    from coursekit import profiles
+
+    rules = {f.name for f in dataclasses.fields(profiles.Profile) if "check" in f.metadata}
+    assert rules == set(profiles.PROFILES["cpu"]), "every setting of the table is a field with a rule, and no other"
+    p = resolve_profile("cpu")
+    with pytest.raises(ValueError, match="epochs: 0 is not allowed; use an integer >= 1"):
+        p.epochs = 0  # a later assignment is checked too
+    with pytest.raises(ValueError, match=r"unknown profile setting\(s\) \['epoch'\]"):
+        p.epoch = 3
+    table = dict(profiles.PROFILES["cpu"])
+    table["lr_factor"] = 0.5
+    with pytest.raises(ValueError, match=r"unknown profile setting\(s\) \['lr_factor'\]"):
+        validate_table(table)
+    del table["lr_factor"], table["epochs"]
+    with pytest.raises(ValueError, match=r"setting\(s\) \['epochs'\] have no value"):
+        validate_table(table)
+    assert p["epochs"] == p.epochs and dict(p)["lr"] == p.lr and "lr" in p and p.get("nope", 1) == 1
