@@ -349,7 +349,8 @@ def cmd_lab(args) -> int:
         print(f"COURSEKIT_DATA={env['COURSEKIT_DATA']}")
     if ensure_kernel() != KERNEL_NAME:
         print(f"the notebooks name the kernel {KERNEL_NAME!r}: choose 'Python 3' in Lab's kernel menu", flush=True)
-    command = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root.resolve()}", *args.jupyter_args]
+    extra = args.jupyter_args[1:] if args.jupyter_args[:1] == ["--"] else args.jupyter_args
+    command = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root.resolve()}", *extra]
     print(" ".join(command), flush=True)
     if args.print_only:
         return 0
