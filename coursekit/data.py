@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .files import save_torch_atomic
 from .paths import cache_dir, default_data_dir  # the data-dir rules live in paths; data re-exports them
+from .validate import fraction
 
 __all__ = [
     "DataSplits",
@@ -245,8 +246,7 @@ def load_data(
         DataSplits on the CPU; call ``.to(device)`` once.
     """
     kind, path = parse_dataset(dataset)
-    if not (0.0 <= val_fraction < 1.0):
-        raise ValueError(f"val_fraction: {val_fraction!r} is outside the allowed range [0, 1)")
+    fraction("val_fraction", val_fraction)
     for pname, v in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"{pname}: {v!r} is not allowed; use a positive integer or None for all")

@@ -20,21 +20,22 @@ from .metrics import count_params
 from .models import model_from_spec
 from .textdata import TextBatches
 from .train import decay_groups, fit
+from .validate import number
 
 __all__ = ["soft_targets", "kd_loss", "kd_loss_fn", "validate_teacher_student", "FeatureHint", "train_student",
            "hidden_state_loss", "CachedTeacherLogits", "text_kd_loss_fn"]
 
 
-def _validate_kd_args(temperature: float, alpha: float) -> None:
-    if not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise ValueError(f"temperature: {temperature!r} is not allowed; use a number > 0 (typically 1 to 8)")
-    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha: {alpha!r} is outside the allowed range [0, 1]")
+def validate_kd_args(temperature: float, alpha: float) -> None:
+    """Refuse a temperature that is not a number > 0, or an alpha outside [0, 1], before any work (the notebooks
+    call this on their parameters)."""
+    number("temperature", temperature, lo=0, lo_open=True, allowed="a number > 0 (typically 1 to 8)")
+    number("alpha", alpha, lo=0, hi=1)
 
 
 def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """softmax(logits / T) over the last dimension: (N, C) -> (N, C). T > 1 softens, T = 1 is the plain softmax."""
-    _validate_kd_args(temperature, 0.0)
+    validate_kd_args(temperature, 0.0)
     return F.softmax(logits.float() / temperature, dim=-1)
 
 
@@ -50,7 +51,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     Returns:
         scalar: (1 - alpha) * CE + alpha * T^2 * KL(p_teacher^T || p_student^T).
     """
-    _validate_kd_args(temperature, alpha)
+    validate_kd_args(temperature, alpha)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
                          f"{tuple(teacher_logits.shape)} differ: teacher and student must predict the same classes")
@@ -94,7 +95,7 @@ def kd_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9,
     layout the student uses, and under the autocast that ``fit`` sets up (bf16 on GPU).
     With ``hint``, ``hint_weight * hint.loss()`` is added.
     """
-    _validate_kd_args(temperature, alpha)
+    validate_kd_args(temperature, alpha)
     teacher.eval()  # its parameters keep requires_grad: inference_mode below is what keeps gradients away,
     # and a copy of the teacher made later (to prune or trim it) must still be trainable
     fmt = torch.channels_last if teacher_channels_last else torch.contiguous_format
@@ -282,7 +283,7 @@ def text_kd_loss_fn(teacher_logits, temperature: float = 2.0, alpha: float = 0.9
     the teacher's hidden states come from the cache when it holds those layers, else ``teacher`` (a
     TextClassifier) runs on every batch under inference_mode.
     """
-    _validate_kd_args(temperature, alpha)
+    validate_kd_args(temperature, alpha)
     cached_hidden = bool(layer_map) and set(layer_map.values()) <= set(getattr(teacher_logits, "hidden_layers", ()))
     if hidden_weight and (not layer_map or (teacher is None and not cached_hidden)):
         raise ValueError("hidden_weight > 0 needs a layer_map and the teacher's hidden states: a cache built with "

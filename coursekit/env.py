@@ -15,6 +15,8 @@ import time
 import numpy as np
 import torch
 
+from .validate import integer
+
 __all__ = ["pick_device", "seed_everything", "autocast_dtype", "autocast_context", "environment_report", "require_cuda"]
 
 
@@ -38,8 +40,7 @@ def require_cuda(device: torch.device | str, what: str) -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA); return a torch.Generator seeded the same."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed: {seed!r} is not allowed; use a non-negative integer")
+    integer("seed", seed, lo=0, allowed="a non-negative integer")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

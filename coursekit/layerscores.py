@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from .validate import integer
+
 __all__ = ["LAYER_CRITERIA", "layer_similarity", "layers_by_criterion", "validate_layers_removed", "block_angular",
            "lowest_scores", "last_layers", "contiguous_block"]
 
@@ -81,10 +83,8 @@ def block_angular(hidden_in: torch.Tensor, hidden_out: torch.Tensor, mask: torch
 def validate_layers_removed(k, num_layers: int, name: str = "layers_removed") -> int:
     """``k`` layers to remove from ``num_layers``: an integer from 0 to num_layers - 1 (a model keeps one layer).
     ``name``: the parameter named in the error."""
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < num_layers:
-        raise ValueError(f"{name}: {k!r} is not allowed; use an integer from 0 to {num_layers - 1} "
-                         f"(the model has {num_layers} layers and must keep at least one)")
-    return k
+    return integer(name, k, lo=0, hi=num_layers - 1, allowed=f"an integer from 0 to {num_layers - 1} (the model has "
+                   f"{num_layers} layers and must keep at least one)")
 
 
 def _check_scores(criterion: str, scores) -> dict:

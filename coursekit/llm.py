@@ -26,6 +26,7 @@ from torch import nn
 from .downloads import corpus_folder
 from .env import autocast_context, autocast_dtype
 from .runsettings import dry_run_steps
+from .validate import integer, is_int, refuse
 
 __all__ = ["CORPORA", "load_corpus_ids", "perplexity", "decoder_layers", "remove_decoder_layers",
            "validate_layer_indices", "lm_windows", "logit_kd_loss", "heal_with_kd", "lm_latency", "greedy_text",
@@ -75,10 +76,8 @@ def lm_windows(ids: torch.Tensor, window: int, stride: int | None = None):
     every token but each window's first is scored once; with stride < window each scored token sees at least
     window - stride tokens of context."""
     stride = stride or window
-    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-        raise ValueError(f"window: {window!r} is not allowed; use an integer >= 2")
-    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= window:
-        raise ValueError(f"stride: {stride!r} is not allowed; use 1 to window ({window})")
+    integer("window", window, lo=2)
+    integer("stride", stride, lo=1, hi=window, allowed=f"1 to window ({window})")
     out, scored_to = [], 1  # token 0 has no context and is never scored
     for begin in range(0, len(ids) - 1, stride):
         end = min(begin + window, len(ids))
@@ -133,12 +132,12 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 def validate_layer_indices(layers, num_layers: int) -> list[int]:
     """Distinct layer indices in range, at least one layer left; sorted. Raises ValueError saying what is allowed."""
     layers = list(layers)
-    if any(isinstance(i, bool) or not isinstance(i, int) for i in layers) or len(set(layers)) != len(layers):
-        raise ValueError(f"layers: {layers!r} is not allowed; use distinct integer indices")
+    if not all(is_int(i) for i in layers) or len(set(layers)) != len(layers):
+        refuse("layers", layers, "distinct integer indices")
     if any(not 0 <= i < num_layers for i in layers):
-        raise ValueError(f"layers: {layers!r} is not allowed; indices run from 0 to {num_layers - 1}")
+        refuse("layers", layers, f"indices from 0 to {num_layers - 1}")
     if len(layers) >= num_layers:
-        raise ValueError(f"layers: removing all {num_layers} layers is not allowed; keep at least one")
+        refuse("layers", layers, f"at most {num_layers - 1} of the {num_layers} layers (keep at least one)")
     return sorted(layers)
 
 

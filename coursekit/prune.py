@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .models import projection_shortcut, stem_conv_bn
+from .validate import fraction
 
 __all__ = [
     "magnitude_mask", "global_threshold", "macs_if_zeros_skipped", "prunable_layers", "prune_by_magnitude",
@@ -38,9 +39,7 @@ __all__ = [
 
 def validate_fraction(name: str, value) -> float:
     """``value`` as a float when it is a number in [0, 1), else ValueError naming ``name`` (a sparsity or ratio)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name}: {value!r} is not allowed; use a number in [0, 1)")
-    return float(value)
+    return fraction(name, value)
 
 
 # ----------------------------------------------------------------------------- unstructured

@@ -12,6 +12,9 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field, fields
 
+from .validate import fraction as validate_fraction
+from .validate import is_int, is_number, one_of, refuse
+
 __all__ = ["Profile", "validate_table", "AMP_VALUES", "TEXT_ATTENTION", "EXERCISE_JUDGE", "SETTING_NAMES"]
 
 AMP_VALUES = ("auto", "bf16", "fp16", "off")
@@ -19,82 +22,64 @@ TEXT_ATTENTION = ("eager", "sdpa")
 EXERCISE_JUDGE = ("all", "size", "none")  # what checks.check_target judges: both targets, the size only, nothing
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _rule(check):
     """A dataclass field whose value ``check(name, value)`` validates (raising ValueError) when it is set."""
     return field(metadata={"check": check})
 
 
-def _refuse(name, value, allowed: str):
-    raise ValueError(f"{name}: {value!r} is not allowed; use {allowed}")
-
-
 def positive_int():
-    return _rule(lambda k, v: None if _is_int(v) and v >= 1 else _refuse(k, v, "an integer >= 1"))
+    return _rule(lambda k, v: None if is_int(v) and v >= 1 else refuse(k, v, "an integer >= 1"))
 
 
 def positive_int_or_all():
-    return _rule(lambda k, v: None if v is None or (_is_int(v) and v >= 1) else
-                 _refuse(k, v, "a positive integer or None for all"))
+    return _rule(lambda k, v: None if v is None or (is_int(v) and v >= 1) else
+                 refuse(k, v, "a positive integer or None for all"))
 
 
 def non_negative_int():
-    return _rule(lambda k, v: None if _is_int(v) and v >= 0 else _refuse(k, v, "an integer >= 0"))
+    return _rule(lambda k, v: None if is_int(v) and v >= 0 else refuse(k, v, "an integer >= 0"))
 
 
 def blocks_to_remove():
     def check(k, v):
-        if not (_is_int(v) and v >= 0):
+        if not (is_int(v) and v >= 0):
             raise ValueError(f"blocks_to_remove: {v!r} is not allowed; use an integer >= 0 (profile setting {k})")
     return _rule(check)
 
 
 def layers_to_remove():
-    return _rule(lambda k, v: None if _is_int(v) and v >= 0 else
-                 _refuse(k, v, "an integer >= 0 (fewer than the model's layers)"))
+    return _rule(lambda k, v: None if is_int(v) and v >= 0 else
+                 refuse(k, v, "an integer >= 0 (fewer than the model's layers)"))
 
 
 def fraction():
-    def check(k, v):
-        if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-            raise ValueError(f"{k}: {v!r} is outside the allowed range [0, 1)")
-    return _rule(check)
+    return _rule(validate_fraction)
 
 
 def keep_fraction():
-    return _rule(lambda k, v: None if _is_number(v) and 0 < v <= 1 else _refuse(k, v, "a fraction in (0, 1]"))
+    return _rule(lambda k, v: None if is_number(v) and 0 < v <= 1 else refuse(k, v, "a fraction in (0, 1]"))
 
 
 def positive_number():
-    return _rule(lambda k, v: None if _is_number(v) and v > 0 else _refuse(k, v, "a positive number"))
+    return _rule(lambda k, v: None if is_number(v) and v > 0 else refuse(k, v, "a positive number"))
 
 
 def non_negative_number():
-    return _rule(lambda k, v: None if _is_number(v) and v >= 0 else _refuse(k, v, "a number >= 0"))
+    return _rule(lambda k, v: None if is_number(v) and v >= 0 else refuse(k, v, "a number >= 0"))
 
 
 def boolean():
-    return _rule(lambda k, v: None if isinstance(v, bool) else _refuse(k, v, "True or False"))
+    return _rule(lambda k, v: None if isinstance(v, bool) else refuse(k, v, "True or False"))
 
 
 def choice(allowed):
-    def check(k, v):
-        if v not in allowed:
-            raise ValueError(f"{k}: unknown value {v!r}; allowed: {', '.join(allowed)}")
-    return _rule(check)
+    return _rule(lambda k, v: one_of(k, v, allowed))
 
 
 def list_of(ok, what: str, allow_empty: bool = False):
     def check(k, v):
         if not isinstance(v, (list, tuple)) or (not v and not allow_empty) or not all(ok(a) for a in v):
-            _refuse(k, v, f"a {'' if allow_empty else 'non-empty '}list of {what}")
+            refuse(k, v, f"a {'' if allow_empty else 'non-empty '}list of {what}")
     return _rule(check)
 
 
@@ -151,22 +136,22 @@ class Profile:
     crop_pad: int = non_negative_int()
     base_model: dict = model_spec()
     small_model: dict = model_spec()
-    latency_batch_sizes: list = list_of(lambda b: _is_int(b) and b >= 1, "integers >= 1")
+    latency_batch_sizes: list = list_of(lambda b: is_int(b) and b >= 1, "integers >= 1")
     latency_min_time: float = positive_number()
     latency_rounds: int = positive_int()
     source_epochs: int = positive_int()
     transfer_steps: int = positive_int()
     transfer_batch_size: int = positive_int()
     transfer_seeds: int = positive_int()
-    transfer_label_sweep: list = list_of(lambda n: n is None or (_is_int(n) and n >= 1), "integers >= 1 (None: all labels)")
+    transfer_label_sweep: list = list_of(lambda n: n is None or (is_int(n) and n >= 1), "integers >= 1 (None: all labels)")
     imagenet_train_per_class: int | None = positive_int_or_all()
     imagenet_steps: int = positive_int()
     student_model: dict = model_spec()
     kd_train_per_class: int | None = positive_int_or_all()
     kd_epochs: int = positive_int()
     kd_seeds: int = positive_int()
-    kd_sweep_temperatures: list = list_of(lambda t: _is_number(t) and t > 0, "numbers > 0", allow_empty=True)
-    kd_sweep_alphas: list = list_of(lambda a: _is_number(a) and 0 <= a <= 1, "numbers in [0, 1]", allow_empty=True)
+    kd_sweep_temperatures: list = list_of(lambda t: is_number(t) and t > 0, "numbers > 0", allow_empty=True)
+    kd_sweep_alphas: list = list_of(lambda a: is_number(a) and 0 <= a <= 1, "numbers in [0, 1]", allow_empty=True)
     prune_sweep: list = list_of(lambda a: isinstance(a, (int, float)) and 0 <= a < 1, "numbers in [0, 1)")
     prune_finetune_sparsities: list = list_of(lambda a: isinstance(a, (int, float)) and 0 <= a < 1, "numbers in [0, 1)")
     prune_finetune_epochs: int = positive_int()
@@ -190,7 +175,7 @@ class Profile:
     text_test_limit: int | None = positive_int_or_all()
     text_batch_size: int = positive_int()
     text_epochs: int = positive_int()
-    text_label_sweep: list = list_of(lambda n: _is_int(n) and n >= 1, "integers >= 1")
+    text_label_sweep: list = list_of(lambda n: is_int(n) and n >= 1, "integers >= 1")
     text_sweep_steps: int = positive_int()
     text_seeds: int = positive_int()
     text_probe_epochs: int = positive_int()
@@ -203,7 +188,7 @@ class Profile:
     text_recovery_epochs: int = positive_int()
     llm_eval_tokens: int | None = positive_int_or_all()
     llm_calib_tokens: int = positive_int()
-    llm_layers_removed: list = list_of(lambda n: _is_int(n) and n >= 1, "integers >= 1")
+    llm_layers_removed: list = list_of(lambda n: is_int(n) and n >= 1, "integers >= 1")
     llm_heal_steps: int = positive_int()
     llm_heal_batch: int = positive_int()
     llm_heal_seq: int = positive_int()

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from .validate import fraction
+
 __all__ = ["SPARSITY_METHODS", "validate_sparsity_args", "parse_pattern", "wanda_scores", "magnitude_scores", "unstructured_mask",
            "nm_mask", "sparsity_mask", "input_norms", "prunable_linears", "apply_sparsity"]
 
@@ -38,8 +40,7 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
 
 def validate_sparsity_args(sparsity, pattern: str, method: str) -> None:
     """Refuse a sparsity outside [0, 1), an unknown pattern or method, before any work."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity: {sparsity!r} is outside the allowed range [0, 1)")
+    fraction("sparsity", sparsity)
     parse_pattern(pattern)
     if not callable(method) and method not in SPARSITY_METHODS:
         raise ValueError(f"method: unknown value {method!r}; allowed: {', '.join(SPARSITY_METHODS)} or a function")

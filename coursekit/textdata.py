@@ -26,6 +26,7 @@ import torch
 from .downloads import ensure_folder, publish_files
 from .files import save_torch_atomic
 from .paths import cache_dir, default_data_dir
+from .validate import integer
 
 __all__ = ["TextTask", "TASKS", "TextSplit", "TextSplits", "read_task_file", "load_text_task", "download_text_task",
            "subset_per_class",
@@ -245,8 +246,7 @@ def subset_per_class(split: TextSplit, per_class: int | None, seed: int = 0) -> 
     """
     if per_class is None:
         return split
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"labels_per_class: {per_class!r} is not allowed; use an integer >= 1 or None for all")
+    integer("labels_per_class", per_class, lo=1, allowed="an integer >= 1 or None for all")
     gen = torch.Generator().manual_seed(seed)
     keep = []
     for c in torch.unique(split.labels).tolist():
@@ -275,8 +275,7 @@ class TextBatches:
 
     def __init__(self, split: TextSplit, batch_size: int, *, pad_id: int, shuffle: bool = False, seed: int = 0,
                  bucket: int = 50, device: torch.device | str = "cpu", drop_last: bool = False):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: {batch_size!r} is not allowed; use an integer >= 1")
+        integer("batch_size", batch_size, lo=1)
         if len(split) == 0:
             raise ValueError("TextBatches: the split is empty")
         self.split, self.batch_size, self.pad_id = split, batch_size, pad_id

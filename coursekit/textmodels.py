@@ -27,6 +27,7 @@ from .env import autocast_context, autocast_dtype
 from .files import save_torch_atomic
 from .metrics import count_macs, torch_benchmark
 from .textprune import layer_shapes, reshape_layers
+from .validate import integer
 
 __all__ = ["POOLINGS", "TextClassifier", "masked_mean", "parameters_by_part", "keep_layers", "alternate_layers",
            "save_text_model", "load_text_model", "text_input_fn", "count_text_macs", "time_layer_parts",
@@ -52,8 +53,7 @@ class TextClassifier(nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling: unknown value {pooling!r}; allowed: {', '.join(POOLINGS)}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes: {num_classes!r} is not allowed; use an integer >= 2")
+        integer("num_classes", num_classes, lo=2)
         if pooling == "cls_pooler" and getattr(encoder, "pooler", None) is None:
             raise ValueError("pooling: 'cls_pooler' needs an encoder with a pooler layer")
         self.encoder = encoder
@@ -126,9 +126,8 @@ def parameters_by_part(model: nn.Module) -> dict[str, int]:
 def alternate_layers(num_layers: int, keep: int) -> list[int]:
     """Indices of ``keep`` of ``num_layers`` layers spread evenly from the first: 6 -> 3 gives [0, 2, 4]
     (DistilBERT's every-other-layer initialisation, Sanh et al. 2019)."""
-    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= num_layers:
-        raise ValueError(f"student_layers: {keep!r} is not allowed; use an integer from 1 to {num_layers} "
-                         f"(the teacher has {num_layers} layers)")
+    integer("student_layers", keep, lo=1, hi=num_layers,
+            allowed=f"an integer from 1 to {num_layers} (the teacher has {num_layers} layers)")
     return [i * num_layers // keep for i in range(keep)]
 
 

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
+from .validate import integer, number
+
 __all__ = ["HEAD_CRITERIA", "FFN_CRITERIA", "encoder_layers", "layer_shapes", "validate_keep_fraction",
            "head_importance", "gradient_head_importance", "magnitude_head_importance", "heads_to_remove",
            "prune_heads", "zero_heads", "ffn_importance", "activation_ffn_importance", "weight_ffn_importance",
@@ -50,8 +52,7 @@ def layer_shapes(model: nn.Module) -> list[dict[str, int]]:
 def validate_keep_fraction(name: str, value, total: int, minimum: int, unit: str) -> int:
     """``value`` (a fraction in (0, 1]) of ``total`` units, rounded, validated: at least ``minimum`` must stay.
     Returns the number kept. Raises ValueError naming the parameter and what is allowed."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"{name}: {value!r} is not allowed; use a fraction in (0, 1] of the {total} {unit}")
+    number(name, value, lo=0, hi=1, lo_open=True, allowed=f"a fraction in (0, 1] of the {total} {unit}")
     kept = round(value * total)
     if kept < minimum:
         raise ValueError(f"{name}: {value!r} keeps {kept} of {total} {unit}, but at least {minimum} must stay "
@@ -290,8 +291,7 @@ def ffn_to_remove(scores: list[torch.Tensor], keep: int) -> dict[int, list[int]]
     """The ``F - keep`` least important neurons of every layer (the same width everywhere, so each layer's matrices
     stay the same size and the latency stays predictable). Returns {layer: [neuron indices]}."""
     smallest = min(len(s) for s in scores)
-    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= smallest:
-        raise ValueError(f"keep: {keep!r} FFN neurons per layer is not allowed; use 1 to {smallest}")
+    integer("keep", keep, lo=1, hi=smallest, allowed=f"1 to {smallest} FFN neurons per layer")
     return {i: sorted(torch.argsort(s)[: len(s) - keep].tolist()) for i, s in enumerate(scores)}
 
 

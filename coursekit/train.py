@@ -21,6 +21,7 @@ from torch import nn
 from .distributed import shard_of_batch, world, wrap_for_training
 from .env import autocast_context, autocast_dtype
 from .runsettings import dry_run_steps
+from .validate import fraction, integer
 
 __all__ = [
     "fit",
@@ -44,16 +45,14 @@ SCHEDULES = ("onecycle", "cosine")
 
 
 def _validate_fit_args(epochs, lr, optimizer, schedule, label_smoothing, weight_decay):
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs: {epochs!r} is not allowed; use an integer >= 1")
+    integer("epochs", epochs, lo=1)
     if not lr > 0:
         raise ValueError(f"lr: {lr!r} is not allowed; use a positive number")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: unknown value {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule: unknown value {schedule!r}; allowed: {', '.join(SCHEDULES)}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing: {label_smoothing!r} is outside the allowed range [0, 1)")
+    fraction("label_smoothing", label_smoothing)
     if weight_decay < 0:
         raise ValueError(f"weight_decay: {weight_decay!r} is not allowed; use a number >= 0")
 

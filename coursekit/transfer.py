@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .train import decay_groups
+from .validate import integer
 
 __all__ = [
     "validate_labels_per_class",
@@ -41,8 +42,7 @@ __all__ = [
 
 def validate_labels_per_class(labels_per_class, available: dict[str, int] | None = None) -> None:
     """Raise ValueError unless labels_per_class is a positive integer no larger than every class's supply."""
-    if not isinstance(labels_per_class, int) or isinstance(labels_per_class, bool) or labels_per_class < 1:
-        raise ValueError(f"labels_per_class: {labels_per_class!r} is not allowed; use a positive integer")
+    integer("labels_per_class", labels_per_class, lo=1, allowed="a positive integer")
     if available:
         short = {c: n for c, n in available.items() if n < labels_per_class}
         if short:

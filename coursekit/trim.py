@@ -25,6 +25,7 @@ from torch import nn
 
 from .models import block_changes_shape, is_residual_block, projection_shortcut, set_module
 from .train import evaluate
+from .validate import integer
 
 __all__ = [
     "residual_blocks", "removable_blocks", "remove_blocks", "validate_blocks_to_remove", "blocks_to_drop",
@@ -81,10 +82,8 @@ def remove_blocks(model: nn.Module, names, *, downsampling: str = "error") -> nn
 def validate_blocks_to_remove(k, model: nn.Module) -> int:
     """``k`` when it is an integer from 0 to the number of removable blocks, else ValueError naming the parameter."""
     n = len(removable_blocks(model))
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
-        raise ValueError(f"blocks_to_remove: {k!r} is not allowed; use an integer from 0 to {n} "
-                         f"(the removable blocks: {', '.join(removable_blocks(model))})")
-    return k
+    return integer("blocks_to_remove", k, lo=0, hi=n,
+                   allowed=f"an integer from 0 to {n} (the removable blocks: {', '.join(removable_blocks(model))})")
 
 
 def blocks_to_drop(scores: dict[str, float], k: int, allowed) -> list[str]:

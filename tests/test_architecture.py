@@ -9,7 +9,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "coursekit"
 
-CORE = {"paths", "files", "distributed", "runsettings", "env", "settings", "profiles", "recipe", "train", "checkpoints", "metrics",
+CORE = {"paths", "files", "distributed", "runsettings", "validate", "env", "settings", "profiles", "recipe", "train",
+        "checkpoints", "metrics",
         "stats", "ledger", "plots", "params", "downloads", "runtimes", "editions"}
 PART1 = {"data", "models", "transfer", "distill", "prune", "trim"}
 PART2 = {"pretrained", "textdata", "textmodels", "textprune", "layerscores", "sparsity", "llm"}

@@ -52,7 +52,7 @@ def test_class_subset_and_caps(tmp_path, imagefolder):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"classes": ["cat", "zebra"]}, r"classes: unknown class name\(s\) \['zebra'\]"),
-    ({"val_fraction": 1.0}, r"val_fraction: 1.0 is outside the allowed range \[0, 1\)"),
+    ({"val_fraction": 1.0}, r"val_fraction: 1.0 is not allowed; use a number in \[0, 1\)"),
     ({"train_per_class": 0}, "train_per_class: 0 is not allowed"),
     ({"classes": ["cat"]}, "at least 2 distinct classes"),
 ])

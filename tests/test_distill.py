@@ -81,7 +81,7 @@ def test_gradients_never_reach_the_teacher():
 @pytest.mark.parametrize("kwargs,match", [
     ({"temperature": 0}, "temperature: 0 is not allowed"),
     ({"temperature": -1.0}, "temperature"),
-    ({"alpha": 1.5}, r"alpha: 1.5 is outside the allowed range \[0, 1\]"),
+    ({"alpha": 1.5}, r"alpha: 1.5 is not allowed; use a number in \[0, 1\]"),
     ({"alpha": -0.1}, "alpha"),
 ])
 def test_bad_temperature_and_alpha(kwargs, match):

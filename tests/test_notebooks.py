@@ -373,7 +373,7 @@ def test_transfer_bad_input_fails_before_training(tmp_path, params, message, ima
     ("09_transformer_pruning", {"ffn_keep": 0.0}, "ffn_keep: 0.0 is not allowed"),
     ("09_transformer_pruning", {"layers_removed": 6}, "layers_removed: 6 is not allowed; use an integer from 0 to 5"),
     ("09_transformer_pruning", {"head_criterion": "random"}, "head_criterion: unknown value 'random'"),
-    ("10_llm_compression", {"sparsity": 1.0}, "sparsity: 1.0 is outside the allowed range [0, 1)"),
+    ("10_llm_compression", {"sparsity": 1.0}, "sparsity: 1.0 is not allowed; use a number in [0, 1)"),
     ("10_llm_compression", {"nm_pattern": "4:2"}, "pattern: '4:2' is not allowed"),
     ("10_llm_compression", {"llm_layers_removed": "[30]"}, "llm_layers_removed: [30] not allowed"),
     ("10_llm_compression", {"layer_criterion": "random"}, "layer_criterion: unknown value 'random'"),

@@ -52,7 +52,7 @@ def test_attribute_access_names_the_missing_setting():
 @pytest.mark.parametrize("override,match", [
     ({"epochs": 0}, "epochs: 0 is not allowed"),
     ({"batch_size": 2.5}, "batch_size: 2.5 is not allowed"),
-    ({"val_fraction": 1.0}, r"val_fraction: 1.0 is outside the allowed range \[0, 1\)"),
+    ({"val_fraction": 1.0}, r"val_fraction: 1.0 is not allowed; use a number in \[0, 1\)"),
     ({"lr": -0.1}, "lr: -0.1 is not allowed"),
     ({"kd_seeds": 0}, "kd_seeds: 0 is not allowed"),
     ({"train_per_class": 0}, "train_per_class: 0 is not allowed"),
