@@ -84,7 +84,7 @@ def test_removed_layers_renumber_the_cache_and_generate_still_runs(tiny_llama):
         cached = trimmed.generate(x, max_new_tokens=8, do_sample=False, use_cache=True, pad_token_id=0)
         plain = trimmed.generate(x, max_new_tokens=8, do_sample=False, use_cache=False, pad_token_id=0)
     assert cached.shape == (1, 14) and torch.equal(cached, plain)
-    with pytest.raises(ValueError, match=r"layers: [0, 1, 2, 3, 4] is not allowed; use at most 4 of the 5 layers"):
+    with pytest.raises(ValueError, match=r"layers: \[0, 1, 2, 3, 4\] is not allowed; use at most 4 of the 5 layers"):
         remove_decoder_layers(model, range(5))
     with pytest.raises(ValueError, match="0 to 4"):
         validate_layer_indices([7], 5)
