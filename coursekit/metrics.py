@@ -30,6 +30,7 @@ __all__ = [
     "count_nonzero_params",
     "count_macs",
     "state_dict_bytes",
+    "latency_medians",
     "measure_latency",
     "compare_latency",
     "model_record",
@@ -217,6 +218,26 @@ def compare_latency(models: dict[str, nn.Module], batch_sizes, *, device: torch.
             for name, keys in seen.items()}
 
 
+def latency_medians(models: dict[str, nn.Module], batch_sizes, *, device: torch.device | str = "cpu", rounds: int = 3,
+                    input_size=(3, 32, 32), min_run_time: float = 0.3, input_fn=None, key_suffix: str = "",
+                    ranges: bool = False) -> dict[str, dict]:
+    """The course's one latency policy, for a ledger: ``models`` timed side by side in ``rounds`` interleaved rounds
+    (``compare_latency``) on the CPU at every batch size up to 64 (all of them in a CPU session) and, when ``device``
+    is CUDA, on the GPU at every batch size. Returns {name: {"cpu_b64": median ms (4 decimals), "cuda_b256": ...}};
+    ``ranges=True`` keeps compare_latency's {"median_ms", "min_ms", "max_ms"} per key instead."""
+    dev = torch.device(device)
+    out = {n: {} for n in models}
+    cpu_sizes = [b for b in batch_sizes if b <= 64 or dev.type == "cpu"]
+    for where, sizes in (("cpu", cpu_sizes), ("cuda", list(batch_sizes) if dev.type == "cuda" else [])):
+        if sizes:
+            measured = compare_latency(models, sizes, device=dev if where == "cuda" else "cpu", rounds=rounds,
+                                       input_size=input_size, min_run_time=min_run_time, input_fn=input_fn,
+                                       key_suffix=key_suffix)
+            for n, row in measured.items():
+                out[n].update(row if ranges else {k: round(r["median_ms"], 4) for k, r in row.items()})
+    return out
+
+
 def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accuracy: float | None,
                  dataset: str, profile: str, device: torch.device | str, seed: int,
                  latency_batch_sizes=(1, 64), input_size=(3, 32, 32), min_run_time: float = 0.3,
@@ -224,24 +245,21 @@ def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accu
                  input_fn=None, fields: dict | None = None, fast_gzip: bool = False, sizes: dict | None = None) -> dict:
     """One ledger-ready record (the run ledger's fields, docs/ARCHITECTURE.md) for ``model``.
 
-    Latency is measured on the CPU for every batch size in ``latency_batch_sizes``
-    and, when ``device`` is CUDA, on the GPU as well (keys "cpu_b1", "cuda_b256", ...),
-    unless ``latency_ms`` gives those numbers already (``Session.record_all`` measures
-    several models side by side with ``compare_latency``). ``macs`` overrides the count (a transformer's
+    Latency is measured with the one policy, ``latency_medians`` (on the CPU for every batch size in
+    ``latency_batch_sizes`` up to 64 and, when ``device`` is CUDA, on the GPU as well: keys "cpu_b1", "cuda_b256",
+    ...), unless ``latency_ms`` gives those numbers already (``Session.record_all`` measures several models side by
+    side, in the profile's rounds). ``macs`` overrides the count (a transformer's
     attention is counted by ``textmodels.count_text_macs``), ``input_fn`` makes the inputs of a text model and
     ``fields`` adds Part 2's fields (``task``, ``perplexity``); ``sizes`` gives ``state_dict_bytes(model)`` when it
     was measured already (``Session.record_all`` compresses several models side by side).
     """
     device = torch.device(device)
     sizes = sizes or state_dict_bytes(model, fast=fast_gzip)
-    latency = dict(latency_ms or {})
-    for b in latency_batch_sizes if latency_ms is None else ():
-        if b <= 64 or device.type == "cpu":
-            latency[f"cpu_b{b}"] = round(measure_latency(model, b, device="cpu", input_size=input_size,
-                                                         min_run_time=min_run_time, input_fn=input_fn)["median_ms"], 4)
-        if device.type == "cuda":
-            latency[f"cuda_b{b}"] = round(measure_latency(model, b, device=device, input_size=input_size,
-                                                          min_run_time=min_run_time, input_fn=input_fn)["median_ms"], 4)
+    if latency_ms is None:  # the one policy (compare_latency), here for one model in one round
+        latency = latency_medians({name: model}, latency_batch_sizes, device=device, rounds=1, input_size=input_size,
+                                  min_run_time=min_run_time, input_fn=input_fn)[name]
+    else:
+        latency = dict(latency_ms)
     record = {
         "notebook": notebook,
         "stage": stage,

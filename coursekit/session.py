@@ -21,7 +21,7 @@ from .checkpoints import train_or_load
 from .env import environment_report, pick_device, seed_everything
 from .ledger import append_record
 from .llm import linear_macs_per_token
-from .metrics import compare_latency, model_record, state_dict_bytes
+from .metrics import latency_medians, model_record, state_dict_bytes
 from .models import model_from_spec
 from .paths import REPO_ROOT, default_data_dir
 from .profiles import GPU_PROFILE_NOTE, Profile, resolve_profile
@@ -239,29 +239,20 @@ class Session:
 
     def latency_measurements(self, models: dict, batch_sizes, *, input_size=(3, 32, 32), input_fn=None,
                              key_suffix: str = "", rounds: int = 3) -> dict[str, dict[str, dict]]:
-        """The one latency measurement behind every comparison: ``models`` timed side by side in ``rounds``
-        interleaved rounds (``metrics.compare_latency``) on the CPU (batches up to 64, or all on a CPU session) and,
-        on a CUDA session, on the GPU at every batch size.
+        """The one latency measurement behind every comparison (``metrics.latency_medians``): ``models`` timed side
+        by side in ``rounds`` interleaved rounds on the CPU (batches up to 64, or all on a CPU session) and, on a
+        CUDA session, on the GPU at every batch size.
         Returns {name: {"cpu_b64": {"median_ms", "min_ms", "max_ms"}, "cuda_b256": {...}}} (over the rounds)."""
-        P = self.profile
-        out = {n: {} for n in models}
-        cpu_sizes = [b for b in batch_sizes if b <= 64 or self.device.type == "cpu"]
-        for dev, sizes in (("cpu", cpu_sizes), ("cuda", list(batch_sizes) if self.device.type == "cuda" else [])):
-            if sizes:
-                measured = compare_latency(models, sizes, device=self.device if dev == "cuda" else "cpu", rounds=rounds,
-                                           input_size=input_size, min_run_time=P.latency_min_time, input_fn=input_fn,
-                                           key_suffix=key_suffix)
-                for n, row in measured.items():
-                    out[n].update(row)
-        return out
+        return latency_medians(models, batch_sizes, device=self.device, rounds=rounds, input_size=input_size,
+                               min_run_time=self.profile.latency_min_time, input_fn=input_fn, key_suffix=key_suffix,
+                               ranges=True)
 
     def latency_table(self, models: dict, batch_sizes, *, input_size=(3, 32, 32), input_fn=None, key_suffix: str = "",
                       rounds: int = 3) -> dict[str, dict[str, float]]:
         """The medians of ``latency_measurements``: {name: {"cpu_b64": median ms, "cuda_b256": ...}}, what the
         ledger's ``latency_ms`` holds."""
-        measured = self.latency_measurements(models, batch_sizes, input_size=input_size, input_fn=input_fn,
-                                             key_suffix=key_suffix, rounds=rounds)
-        return {n: {k: round(r["median_ms"], 4) for k, r in row.items()} for n, row in measured.items()}
+        return latency_medians(models, batch_sizes, device=self.device, rounds=rounds, input_size=input_size,
+                               min_run_time=self.profile.latency_min_time, input_fn=input_fn, key_suffix=key_suffix)
 
     def record(self, model, *, stage: str, name: str, accuracy: float | None, extra: dict | None = None,
                input_size=(3, 32, 32), seed: int | None = None, latency_ms: dict | None = None,
@@ -269,8 +260,12 @@ class Session:
         """Measure ``model`` (params, MACs, size, latency) and append its record to the run ledger.
 
         ``seed`` defaults to the session's; pass the seed a model was trained with when a chapter runs several.
-        ``latency_ms`` and ``sizes`` (``metrics.state_dict_bytes``) give what was measured already.
+        ``latency_ms`` and ``sizes`` (``metrics.state_dict_bytes``) give what was measured already; without them the
+        model is measured as ``record_all`` measures (the one latency policy, in the profile's rounds).
         """
+        if latency_ms is None:
+            entry = {"model": model, "stage": stage, "name": name, "accuracy": accuracy, "extra": extra, "seed": seed}
+            return self.record_all([entry], input_size=input_size)[name]
         rec = model_record(model, notebook=self.notebook, stage=stage, name=name, accuracy=accuracy,
                            dataset=self.dataset, profile=self.profile.name, device=self.device,
                            seed=self.seed if seed is None else seed,

@@ -143,20 +143,23 @@ def test_paired_test_counts_the_examples_only_one_model_gets_right(tmp_path, ima
 
 
 def test_ledger_latencies_take_the_profiles_rounds_unless_told(tmp_path, monkeypatch):
-    """record_all times in the profile's latency_rounds (1 on smoke, 3 on cpu and gpu); a chapter's own wins."""
-    import coursekit.session as session_module
+    """record_all and record time in the profile's latency_rounds (1 on smoke, 3 on cpu and gpu), through the one
+    policy (metrics.latency_medians -> compare_latency); a chapter's own rounds win."""
+    import coursekit.metrics as metrics_module
     from coursekit.profiles import PROFILES
 
     assert (PROFILES["smoke"]["latency_rounds"], PROFILES["cpu"]["latency_rounds"], PROFILES["gpu"]["latency_rounds"]) \
         == (1, 3, 3)
     asked = []
-    real = session_module.compare_latency
-    monkeypatch.setattr(session_module, "compare_latency", lambda *a, rounds, **k: asked.append(rounds) or real(*a, rounds=1, **k))
+    real = metrics_module.compare_latency
+    monkeypatch.setattr(metrics_module, "compare_latency", lambda *a, rounds, **k: asked.append(rounds) or real(*a, rounds=1, **k))
     S = start_session("99_test", profile="smoke", run_dir=str(tmp_path / "run"), print_report=False)
     m = ResNetCifar((1, 1, 1), 4, num_classes=2)
     S.record_all([{"model": m, "stage": "s", "name": "a", "accuracy": 0.5}])
     S.record_all([{"model": m, "stage": "s", "name": "b", "accuracy": 0.5}], rounds=5)
-    assert asked == [1, 5]
+    monkeypatch.setitem(S.profile.__dict__, "latency_rounds", 3)  # as on the cpu profile
+    rec = S.record(m, stage="s", name="c", accuracy=0.5)
+    assert asked == [1, 5, 3] and set(rec["latency_ms"]) == {"cpu_b1", "cpu_b8"}
 
 
 def test_a_numeric_target_never_stops_a_run_on_data_it_was_not_set_for(tmp_path, imagefolder, capsys):
