@@ -142,3 +142,23 @@ def test_kd_loss_fn_leaves_the_teacher_trainable_for_later_copies():
     teacher = ResNetCifar((1, 1, 1), 8)
     kd_loss_fn(teacher, 4.0, 0.9)
     assert all(p.requires_grad for p in teacher.parameters())
+
+
+def test_train_student_alone_and_distilled_differ_only_in_the_loss(toy_batches):
+    """train_student (02, 06): the same seed builds the same student and sees the same batches; with a teacher the
+    loss is KD, so the two students end apart; a teacher of another input size is refused before any training."""
+    from coursekit.distill import train_student
+
+    spec = {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 4, "num_classes": 2}
+    teacher = ResNetCifar((1, 1, 1), 8, num_classes=2).eval()
+    common = {"epochs": 1, "lr": 0.05, "seed": 3, "input_size": (3, 16, 16), "amp": "off", "channels_last": False}
+    alone, h_alone = train_student(spec, toy_batches(n=32, seed=0, batch_size=16), **common)
+    again, _ = train_student(spec, toy_batches(n=32, seed=0, batch_size=16), **common)
+    kd, h_kd = train_student(spec, toy_batches(n=32, seed=0, batch_size=16), teacher=teacher, temperature=4.0, alpha=0.9,
+                             **common)
+    assert not alone.training and len(h_alone["train_loss"]) == len(h_kd["train_loss"]) == 1
+    assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), again.state_dict().values(), strict=True))
+    assert not torch.equal(alone.fc.weight, kd.fc.weight), "the teacher changed the loss, so the weights"
+    with pytest.raises(ValueError, match="classes"):
+        train_student(spec, toy_batches(n=32, seed=0, batch_size=16), teacher=ResNetCifar((1, 1, 1), 8, num_classes=5),
+                      **common)

@@ -229,3 +229,28 @@ def test_a_user_written_sparsity_method_runs_through_apply_sparsity(tiny_llama):
         assert torch.equal(la.weight == 0, lb.weight == 0), na
     with pytest.raises(ValueError, match="one score per weight"):
         apply_sparsity(tiny_llama(layers=2), method=lambda w, norms: w.sum(0), sparsity=0.5)
+
+
+def test_record_lm_writes_perplexity_shared_latency_and_macs_per_token(tmp_path, tiny_llama):
+    """Session.record_lm (10): a record per language model, its latency the one measured on the model it names in
+    latency_of, its MACs per token of the linear layers, perplexity set and accuracy null."""
+    from coursekit.ledger import read_ledger
+    from coursekit.session import start_session
+
+    S = start_session("10_llm_compression", profile="smoke", run_dir=str(tmp_path / "run"), dataset="wikitext2",
+                      print_report=False)
+    full, cut = tiny_llama(layers=4), remove_decoder_layers(tiny_llama(layers=4), [1, 2])
+    latency = {"full": {"prompt_len": 16, "prefill_ms": 2.5, "decode_ms_per_token": 0.75},
+               "cut": {"prompt_len": 16, "prefill_ms": 1.5, "decode_ms_per_token": 0.5}}
+    out = S.record_lm([{"model": full, "stage": "baseline", "name": "full", "perplexity": 40.0, "latency_of": "full"},
+                       {"model": cut, "stage": "trim", "name": "cut", "perplexity": 55.5, "latency_of": "cut",
+                        "extra": {"layers_removed": [1, 2]}},
+                       {"model": cut, "stage": "trim", "name": "cut_again", "perplexity": 55.5, "latency_of": "cut"}],
+                      "wikitext2", latency)
+    records = {r["model"]: r for r in read_ledger(tmp_path / "run")}
+    assert set(records) == set(out) == {"full", "cut", "cut_again"}
+    assert records["cut"]["latency_ms"] == {"cpu_prefill_s16": 1.5, "cpu_decode_tok": 0.5}
+    assert records["cut_again"]["extra"]["latency_measured_on"] == "cut"
+    assert records["cut"]["perplexity"] == 55.5 and records["cut"]["accuracy"] is None
+    assert records["cut"]["task"] == "wikitext2" and records["cut"]["extra"]["layers_removed"] == [1, 2]
+    assert records["full"]["macs"] == linear_macs_per_token(full) > records["cut"]["macs"] == linear_macs_per_token(cut)

@@ -183,3 +183,52 @@ def test_a_numeric_target_never_stops_a_run_on_data_it_was_not_set_for(tmp_path,
     cifar = start_session("01_transfer_learning", profile="cpu", run_dir=str(tmp_path / "run"), print_report=False)
     assert cifar.profile.exercise_judge == "all" and "exercise_targets" not in cifar.report
     assert PROFILES["gpu"]["exercise_judge"] == "size", "no GPU run has measured the accuracy targets"
+
+
+def test_text_teacher_trains_once_per_recipe_and_is_reused(tmp_path, tiny_bert, tiny_split):
+    """Session.text_teacher (07's fine-tuned model, 08's and 09's teacher): trained with the profile's text recipe,
+    token embeddings frozen, saved under the recipe's key; the same call again loads it (identical logits)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from coursekit.session import start_session
+    from coursekit.textdata import TextSplits
+    from coursekit.textmodels import TextClassifier
+
+    S = start_session("07_transformer_transfer", profile="smoke", run_dir=str(tmp_path / "run"), dataset="sst2",
+                      print_report=False)
+    splits = TextSplits("sst2", ("negative", "positive"), tiny_split(n=32), tiny_split(n=8, seed=1),
+                        tiny_split(n=8, seed=2), pad_id=0)
+    where = SimpleNamespace(path="tiny-bert", gguf_file=None)
+    built = []
+
+    def build():
+        built.append(1)
+        return TextClassifier(tiny_bert(layers=2), 2)
+
+    first, info, reused = S.text_teacher(splits, build, where, progress=False)
+    embeddings_before = build().encoder.embeddings.word_embeddings.weight
+    assert not reused and info["recipe"]["frozen"] == ["encoder.embeddings.word_embeddings"]
+    assert torch.equal(first.encoder.embeddings.word_embeddings.weight, embeddings_before), "the token table was frozen"
+    second, _, reused = S.text_teacher(splits, build, where, progress=False)
+    assert reused and len(built) == 2, "the second call loaded the checkpoint instead of building and training"
+    x = torch.tensor([[1, 7, 9, 2, 0]])
+    with torch.no_grad():
+        torch.testing.assert_close(first(x), second(x))
+
+
+@pytest.mark.notebook
+def test_source_model_is_trained_once_on_the_source_classes_and_reused(tmp_path, cifar_dir):
+    """Session.source_model (01's source, 06's start): the base architecture trained on CIFAR-10's source classes
+    with the profile's recipe, reused from the run dir by a second call with the same classes."""
+    from coursekit.session import start_session
+
+    S = start_session("01_transfer_learning", profile="smoke", run_dir=str(tmp_path / "run"), data_dir=cifar_dir,
+                      print_report=False)
+    model, info, reused, data = S.source_model(["airplane", "ship"], progress=False)
+    assert not reused and list(data.classes) == ["airplane", "ship"] and model.fc.out_features == 2
+    assert info["config"]["recipe"]["epochs"] == S.profile.source_epochs
+    again, _, reused, _ = S.source_model(["airplane", "ship"], progress=False)
+    assert reused and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(),
+                                                            strict=True))
