@@ -20,10 +20,10 @@ from .metrics import count_params
 from .models import model_from_spec
 from .textdata import TextBatches
 from .train import decay_groups, fit
-from .validate import number
+from .validate import integer, number
 
-__all__ = ["soft_targets", "kd_loss", "kd_loss_fn", "validate_teacher_student", "FeatureHint", "train_student",
-           "hidden_state_loss", "CachedTeacherLogits", "text_kd_loss_fn"]
+__all__ = ["validate_kd_args", "soft_targets", "kd_loss", "kd_loss_fn", "validate_teacher_student", "FeatureHint",
+           "train_student", "uniform_layer_map", "hidden_state_loss", "CachedTeacherLogits", "text_kd_loss_fn"]
 
 
 def validate_kd_args(temperature: float, alpha: float) -> None:
@@ -183,6 +183,15 @@ def train_student(spec: dict, train_batches, *, epochs: int, lr: float, seed: in
 
 
 # ----------------------------------------------------------------------------- transformers (Part 2)
+
+def uniform_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
+    """{student hidden index: teacher hidden index}, spread uniformly so that the last layers meet (TinyBERT's
+    mapping, Jiao et al. 2019; index k is the output of layer k, 0 the embeddings): a 3-layer student of a 6-layer
+    teacher gets {1: 2, 2: 4, 3: 6}. Notebook 08 uses it; its Exercise 2 builds it by hand."""
+    integer("teacher_layers", teacher_layers, lo=1)
+    integer("student_layers", student_layers, lo=1, hi=teacher_layers)
+    return {k: k * teacher_layers // student_layers for k in range(1, student_layers + 1)}
+
 
 def hidden_state_loss(student_hidden, teacher_hidden, mask: torch.Tensor, layer_map: dict[int, int],
                       kind: str = "cosine") -> torch.Tensor:

@@ -162,3 +162,13 @@ def test_train_student_alone_and_distilled_differ_only_in_the_loss(toy_batches):
     with pytest.raises(ValueError, match="classes"):
         train_student(spec, toy_batches(n=32, seed=0, batch_size=16), teacher=ResNetCifar((1, 1, 1), 8, num_classes=5),
                       **common)
+
+
+def test_uniform_layer_map_meets_the_last_layers_and_passes_the_exercise_check():
+    from coursekit import checks
+    from coursekit.distill import uniform_layer_map
+
+    assert uniform_layer_map(3, 6) == {1: 2, 2: 4, 3: 6} and uniform_layer_map(4, 12)[4] == 12
+    assert checks.check_layer_map(uniform_layer_map)
+    with pytest.raises(ValueError, match="student_layers: 7 is not allowed; use an integer from 1 to 6"):
+        uniform_layer_map(7, 6)
