@@ -22,8 +22,8 @@ MEASURED = {
     },
     "smoke": {
         "machine": "2-core development machine (AMD EPYC, 24 GiB, no GPU)",
-        "source": "one `coursekit run --profile smoke` into a fresh run dir and an empty cache folder (10's first "
-                  "load converts the GGUF decoder once: 139 s of its 418 s), the machine also running unit tests",
+        "source": "one `coursekit run --profile smoke` into a fresh run dir and an empty cache folder (10 took 139 s of "
+                  "the 418 s: its first load converts the GGUF decoder once), the machine also running unit tests",
         "seconds": {"00_baseline": 51, "01_transfer_learning": 20, "02_knowledge_distillation": 16,
                     "03_pruning_unstructured": 16, "04_pruning_structured": 19, "05_layer_trimming": 18,
                     "06_pipeline": 18, "07_transformer_transfer": 40, "08_transformer_distillation": 35,
