@@ -86,7 +86,10 @@ def test_committed_notebook_is_stripped_and_names_the_course_kernel(path):
 
     nb = nbformat.read(path, as_version=4)
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
-    assert re.search(rf"ipykernel install .*--name {KERNEL['name']} ", makefile), "the Makefile installs KERNEL"
+    assert re.search(r"coursekit kernel\n", makefile), "the Makefile registers the kernel (coursekit kernel: KERNEL)"
+    from coursekit.cli import KERNEL_NAME
+
+    assert KERNEL_NAME == KERNEL["name"]
     assert nb.metadata["kernelspec"]["name"] == KERNEL["name"]
     assert "papermill" not in nb.metadata and not any("papermill" in c.metadata for c in nb.cells), "run make strip"
 
