@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from coursekit import cli
@@ -84,7 +86,8 @@ def test_runner_sweep_resume_and_report(tmp_path, capsys):
             "--run-dir", str(run)]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "(run 1/2 temperature=2) [1/2 00_first] done" in out and "(run 2/2 temperature=8) [2/2 01_second] done" in out
+    assert re.search(r"\(run 1/2 temperature=2\) \[1/2 00_first, \d+ s elapsed\] done", out)
+    assert re.search(r"\(run 2/2 temperature=8\) \[2/2 01_second, \d+ s elapsed\] done", out)
     for value in (2, 8):
         sub = run / f"temperature={value}"
         recs = read_ledger(sub)
@@ -120,7 +123,8 @@ def test_runner_reports_the_failing_notebook_and_cell_and_keeps_the_output(tmp_p
     books, run = _tiny_course(tmp_path, fail_in="01_second"), tmp_path / "run"
     assert cli.main(["run", "--notebook-dir", str(books), "--profile", "smoke", "--run-dir", str(run)]) == 1
     err = capsys.readouterr().err
-    assert "[2/2 01_second] FAILED" in err and "in cell 3" in err and "RuntimeError: broken on purpose" in err
+    assert re.search(r"\[2/2 01_second, \d+ s elapsed\] FAILED", err)
+    assert "in cell 3" in err and "RuntimeError: broken on purpose" in err
     assert (run / "01_second.ipynb").exists(), "partial output kept for inspection"
     assert json.loads((run / cli.MANIFEST).read_text()).keys() == {"00_first"}, "only the successful notebook is recorded"
 
