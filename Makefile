@@ -24,7 +24,7 @@ NBVAL_NOTEBOOKS := notebooks/00_baseline.ipynb notebooks/02_knowledge_distillati
 ## test: unit tests, then notebook tests (papermill with non-default parameters + nbval lax, smoke profile; each notebook once),
 ## then the browser test (JupyterLab driven by headless Chromium; skipped outside CI when chromium is absent: make browser-deps)
 test: $(STAMP)
-	$(PY) -m pytest -q --timeout=1200 -m "not browser" tests
+	$(PY) -m pytest -q --timeout=1200 --durations=12 -m "not browser" tests
 	runs=$$(mktemp -d) && COURSEKIT_PROFILE=smoke COURSEKIT_RUNS_BASE=$$runs $(PY) -m pytest -q --nbval-lax \
 		--nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		-p no:cacheprovider $(NBVAL_NOTEBOOKS); \
