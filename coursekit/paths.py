@@ -44,12 +44,11 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def absolute_data_env(environ=None) -> dict:
-    """A copy of ``environ`` (default os.environ) with $COURSEKIT_DATA made absolute from the current folder, for the
-    commands that start kernels elsewhere (``coursekit run``, ``coursekit lab``)."""
+    """A copy of ``environ`` (default os.environ) with $COURSEKIT_DATA made absolute (``user_path``), for the commands
+    that start kernels elsewhere (``coursekit run``, ``coursekit lab``)."""
     env = dict(os.environ if environ is None else environ)
     if env.get(DATA_ENV):
-        raw = Path(env[DATA_ENV]).expanduser()
-        env[DATA_ENV] = str(raw if raw.is_absolute() else Path(os.path.normpath(Path.cwd() / raw)))
+        env[DATA_ENV] = str(user_path(env[DATA_ENV]))
     return env
 
 

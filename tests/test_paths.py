@@ -32,6 +32,7 @@ def test_user_path_takes_a_relative_path_from_the_shells_folder(tmp_path, monkey
 
 def test_absolute_data_env_resolves_once_from_where_the_command_starts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PWD", str(tmp_path))  # as the shell sets it in the folder the command is typed in
     env = absolute_data_env({"COURSEKIT_DATA": "../shared/datasets", "OTHER": "x"})
     assert env == {"COURSEKIT_DATA": str(tmp_path.parent / "shared" / "datasets"), "OTHER": "x"}
     assert absolute_data_env({"OTHER": "x"}) == {"OTHER": "x"}
