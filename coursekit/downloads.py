@@ -14,8 +14,8 @@ Sources (``../shared/datasets/README.md`` gives the same ones):
 * Free Spoken Digit Dataset (Jackson et al., v1.0.10): the repository's tagged release archive; its ``recordings/``
   and ``metadata.py`` (as ``speakers.json``), checked against the SHA-256 over file names and bytes.
 
-SST-2 and TREC come through ``coursekit.textdata.download_text_task`` (the hub, with ``datasets``), CIFAR-10
-through torchvision (``coursekit.data``); both publish their files with ``publish_files`` too.
+SST-2 and TREC come through ``coursekit.textdata.download_text_task`` (the hub, with ``datasets``), which publishes
+its files with ``publish_files`` too; CIFAR-10 comes through torchvision's own download (``coursekit.data``).
 """
 
 from __future__ import annotations
