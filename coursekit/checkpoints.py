@@ -1,16 +1,16 @@
-"""Checkpoints that rebuild their model, and the run-dir cache of trained models.
+"""Checkpoints of Part 1's image models that rebuild their architecture, and their run-dir cache.
 
 ``save_checkpoint`` stores the build spec, the state dict and which blocks a trimmed model lost; ``load_checkpoint``
 rebuilds exactly that architecture (``reshape_to_state_dict``: pruned channel counts come from the tensors' shapes) and
 loads with ``weights_only=True``. ``train_or_load`` reuses a model trained under the same config key in
-``<run_dir>/checkpoints/``; ``outputs_match_in_fresh_process`` proves a checkpoint alone rebuilds its model.
-Part 2's text models have their own pair in ``coursekit.textmodels``. Introduced in notebooks/00_baseline.ipynb.
+``<run_dir>/checkpoints/`` (the one cache of every model kind, ``coursekit.modelcache``);
+``outputs_match_in_fresh_process`` proves a checkpoint alone rebuilds its model. Part 2's text models have their own
+save/load pair in ``coursekit.textmodels``, on the same cache. Introduced in notebooks/00_baseline.ipynb.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import subprocess
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .files import save_torch_atomic
+from .modelcache import config_key, train_or_load_cached
 from .models import is_residual_block, model_from_spec, projection_shortcut, set_module
 
 __all__ = ["save_checkpoint", "load_checkpoint", "config_key", "train_or_load", "outputs_match_in_fresh_process",
@@ -108,11 +109,6 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     return model, {k: payload[k] for k in ("spec", "config", "metrics")}
 
 
-def config_key(config: dict) -> str:
-    """A short stable hash of a JSON-able config: same config, same key."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def train_or_load(run_dir: str | os.PathLike, name: str, config: dict, train_fn, device="cpu") -> tuple[nn.Module, dict, bool]:
     """Reuse the model trained with ``config`` in ``run_dir``, or train and save it.
 
@@ -124,14 +120,16 @@ def train_or_load(run_dir: str | os.PathLike, name: str, config: dict, train_fn,
     """
     if "spec" not in config:
         raise ValueError("config must hold the model's build arguments under 'spec'")
-    path = Path(run_dir) / "checkpoints" / f"{name}-{config_key(config)}.pt"
-    if path.exists():
-        model, info = load_checkpoint(path, device)
-        return model, info, True
-    model, metrics = train_fn()
-    save_checkpoint(path, model, config["spec"], config, metrics)
-    model.to(memory_format=torch.contiguous_format)  # as a loaded one would be
-    return model.to(device).eval(), {"spec": config["spec"], "config": config, "metrics": metrics}, False
+
+    def trained():
+        model, metrics = train_fn()
+        model.to(memory_format=torch.contiguous_format)  # as a loaded one would be
+        return model.to(device).eval(), {"spec": config["spec"], "config": config, "metrics": metrics}
+
+    return train_or_load_cached(run_dir, name, config_key(config), train=trained,
+                                save=lambda path, model, info: save_checkpoint(path, model, config["spec"], config,
+                                                                               info["metrics"]),
+                                load=lambda path: load_checkpoint(path, device))
 
 
 def outputs_match_in_fresh_process(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> bool:

@@ -247,11 +247,11 @@ def model_record(model: nn.Module, *, notebook: str, stage: str, name: str, accu
 
     Latency is measured with the one policy, ``latency_medians`` (on the CPU for every batch size in
     ``latency_batch_sizes`` up to 64 and, when ``device`` is CUDA, on the GPU as well: keys "cpu_b1", "cuda_b256",
-    ...), unless ``latency_ms`` gives those numbers already (``Session.record_all`` measures several models side by
+    ...), unless ``latency_ms`` gives those numbers already (``ImageWork.record_all`` measures several models side by
     side, in the profile's rounds). ``macs`` overrides the count (a transformer's
     attention is counted by ``textmodels.count_text_macs``), ``input_fn`` makes the inputs of a text model and
     ``fields`` adds Part 2's fields (``task``, ``perplexity``); ``sizes`` gives ``state_dict_bytes(model)`` when it
-    was measured already (``Session.record_all`` compresses several models side by side).
+    was measured already (``ImageWork.record_all`` compresses several models side by side).
     """
     device = torch.device(device)
     sizes = sizes or state_dict_bytes(model, fast=fast_gzip)

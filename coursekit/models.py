@@ -16,13 +16,14 @@ Introduced in notebooks/00_baseline.ipynb.
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["BasicBlock", "ResNetCifar", "init_weights", "reinitialized", "resnet18_cifar", "build_model",
-           "model_from_spec", "MODEL_NAMES",
+           "model_from_spec", "check_spec", "MODEL_NAMES",
            "MODEL_BUILDERS", "is_residual_block", "block_changes_shape",
            "projection_shortcut", "stem_conv_bn", "set_module"]
 
@@ -161,6 +162,17 @@ def resnet18_cifar(num_classes: int = 10, weights: str | None = None) -> nn.Modu
 
 MODEL_NAMES = ("resnet_cifar", "resnet18_cifar")
 MODEL_BUILDERS = {"resnet_cifar": ResNetCifar, "resnet18_cifar": resnet18_cifar}
+
+
+def check_spec(key: str, spec: dict) -> None:
+    """Refuse a model spec (the setting ``key``) that names no known builder or gives an argument its builder does
+    not take, without building it."""
+    if not isinstance(spec, dict) or spec.get("name") not in MODEL_BUILDERS:
+        raise ValueError(f"{key}: {spec!r} is not allowed; use a dict with 'name' one of {', '.join(MODEL_BUILDERS)}")
+    params = inspect.signature(MODEL_BUILDERS[spec["name"]]).parameters
+    unknown = [a for a in spec if a != "name" and a not in params]
+    if unknown:
+        raise ValueError(f"{key}: {spec['name']} takes no argument(s) {unknown}; allowed: {', '.join(params)}")
 
 
 def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:

@@ -40,6 +40,7 @@ SHARED: dict = {
     "finetune_lr_factor": 0.25,
     "pipeline_backbone_lr_factor": 0.25,
     "text_lr": 1e-4,
+    "text_weight_decay": 0.01,  # AdamW's decoupled weight decay for every text model (07-09)
     "text_scratch_lr": 3e-4,
     "text_sweep_batch_size": 16,
     "lora_rank": 8,
@@ -72,7 +73,7 @@ PROFILES: dict[str, dict] = {
         "small_model": {"name": "resnet_cifar", "blocks": [1, 1, 1], "width": 4, "stem_pool": True},
         "latency_batch_sizes": [1, 8],
         "latency_min_time": 0.02,
-        "latency_rounds": 1,  # interleaved rounds behind each ledger record's latency (Session.record_all, record_text)
+        "latency_rounds": 1,  # interleaved rounds behind each ledger record's latency (ImageWork.record_all, TextWork.record_text)
         # 01_transfer_learning
         "source_epochs": 1,
         "transfer_steps": 4,

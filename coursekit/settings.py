@@ -9,7 +9,6 @@ not pydantic: the rules are a few lines each, the course adds no dependency for 
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field, fields
 
 from .validate import fraction as validate_fraction
@@ -84,17 +83,12 @@ def list_of(ok, what: str, allow_empty: bool = False):
 
 
 def model_spec():
-    """A model spec must name a known model and give only arguments its builder takes (checked without building)."""
+    """A model spec: a dict naming its builder ("name") and giving its arguments. Which names and arguments exist is
+    Part 1's knowledge (``coursekit.models.check_spec``, which ``start_session`` runs on every spec field)."""
     def check(k, spec):
-        from .models import MODEL_BUILDERS  # lazily: models imports torchvision, profiles only needs it here
-
-        if not isinstance(spec, dict) or spec.get("name") not in MODEL_BUILDERS:
-            raise ValueError(f"{k}: {spec!r} is not allowed; use a dict with 'name' one of {', '.join(MODEL_BUILDERS)}")
-        params = inspect.signature(MODEL_BUILDERS[spec["name"]]).parameters
-        unknown = [a for a in spec if a != "name" and a not in params]
-        if unknown:
-            raise ValueError(f"{k}: {spec['name']} takes no argument(s) {unknown}; allowed: {', '.join(params)}")
-    return _rule(check)
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            refuse(k, spec, "a dict with the builder's 'name' and its arguments")
+    return field(metadata={"check": _rule(check).metadata["check"], "model_spec": True})
 
 
 @dataclass
@@ -111,6 +105,7 @@ class Profile:
     finetune_lr_factor: float = positive_number()
     pipeline_backbone_lr_factor: float = positive_number()
     text_lr: float = positive_number()
+    text_weight_decay: float = non_negative_number()
     text_scratch_lr: float = positive_number()
     text_sweep_batch_size: int = positive_int()
     lora_rank: int = positive_int()
@@ -240,6 +235,11 @@ class Profile:
     def update(self, values: dict) -> None:
         for k, v in values.items():
             setattr(self, k, v)
+
+    @staticmethod
+    def model_spec_fields() -> tuple[str, ...]:
+        """The settings that are model specs (``base_model``, ``student_model``, ...)."""
+        return tuple(f.name for f in fields(Profile) if f.metadata.get("model_spec"))
 
 
 _FIELDS = {f.name: f for f in fields(Profile) if "check" in f.metadata}

@@ -26,6 +26,7 @@ from torch import nn
 from .env import autocast_context, autocast_dtype
 from .files import save_torch_atomic
 from .metrics import count_macs, torch_benchmark
+from .modelcache import train_or_load_cached
 from .textprune import layer_shapes, reshape_layers
 from .validate import integer
 
@@ -237,15 +238,14 @@ def train_or_load_text(run_dir: str | os.PathLike, name: str, recipe, build, tra
     Returns (model in eval mode, {"recipe", "history"}, reused flag). A checkpoint trained under another recipe
     has another key and is never picked up.
     """
-    path = Path(run_dir) / "checkpoints" / f"{name}-{recipe.key()}.pt"
-    if path.exists():
-        model, metrics = load_text_model(path, device, attn_implementation)
-        return model, metrics, True
-    model = build().to(device)
-    history = recipe.fit(model, train_batches, device=device, progress=progress)
-    metrics = {"recipe": recipe.as_dict(), "history": history}
-    save_text_model(path, model, metrics)
-    return model.eval(), metrics, False
+
+    def trained():
+        model = build().to(device)
+        history = recipe.fit(model, train_batches, device=device, progress=progress)
+        return model.eval(), {"recipe": recipe.as_dict(), "history": history}
+
+    return train_or_load_cached(run_dir, name, recipe.key(), train=trained, save=save_text_model,
+                                load=lambda path: load_text_model(path, device, attn_implementation))
 
 
 @torch.no_grad()  # not inference_mode: the features train a probe afterwards

@@ -1,4 +1,4 @@
-"""Training and evaluation: ``fit``, ``evaluate`` and ``predict_logits`` (checkpoints: ``coursekit.checkpoints``).
+"""Training and evaluation: ``fit``, ``evaluate`` and ``predict_logits`` (the model cache: ``coursekit.modelcache``).
 
 ``fit`` trains with SGD (Nesterov) or AdamW under a OneCycle or cosine
 schedule, optional label smoothing (Szegedy et al. 2016), autocast (bf16/fp16)
@@ -28,11 +28,6 @@ __all__ = [
     "evaluate",
     "predict_logits",
     "FlipTTA",
-    "save_checkpoint",
-    "load_checkpoint",
-    "outputs_match_in_fresh_process",
-    "train_or_load",
-    "config_key",
     "lr_factor",
     "decay_groups",
     "channels_last_is_safe",
@@ -294,13 +289,3 @@ def evaluate(model: nn.Module, batches, *, amp: str = "auto", tta: bool = False)
         "loss": F.cross_entropy(logits, y).item(),
         "n": len(y),
     }
-
-
-# Checkpoints live in coursekit.checkpoints; the notebooks import these names from here, as before.
-from .checkpoints import (  # noqa: E402  (after fit: checkpoints does not import train, so no cycle)
-    config_key,
-    load_checkpoint,
-    outputs_match_in_fresh_process,
-    save_checkpoint,
-    train_or_load,
-)

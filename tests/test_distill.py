@@ -166,7 +166,7 @@ def test_train_student_alone_and_distilled_differ_only_in_the_loss(toy_batches):
 
 def test_uniform_layer_map_meets_the_last_layers_and_passes_the_exercise_check():
     from coursekit import checks
-    from coursekit.distill import uniform_layer_map
+    from coursekit.textdistill import uniform_layer_map
 
     assert uniform_layer_map(3, 6) == {1: 2, 2: 4, 3: 6} and uniform_layer_map(4, 12)[4] == 12
     assert checks.check_layer_map(uniform_layer_map)

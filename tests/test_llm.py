@@ -242,7 +242,7 @@ def test_record_lm_writes_perplexity_shared_latency_and_macs_per_token(tmp_path,
     full, cut = tiny_llama(layers=4), remove_decoder_layers(tiny_llama(layers=4), [1, 2])
     latency = {"full": {"prompt_len": 16, "prefill_ms": 2.5, "decode_ms_per_token": 0.75},
                "cut": {"prompt_len": 16, "prefill_ms": 1.5, "decode_ms_per_token": 0.5}}
-    out = S.record_lm([{"model": full, "stage": "baseline", "name": "full", "perplexity": 40.0, "latency_of": "full"},
+    out = S.text.record_lm([{"model": full, "stage": "baseline", "name": "full", "perplexity": 40.0, "latency_of": "full"},
                        {"model": cut, "stage": "trim", "name": "cut", "perplexity": 55.5, "latency_of": "cut",
                         "extra": {"layers_removed": [1, 2]}},
                        {"model": cut, "stage": "trim", "name": "cut_again", "perplexity": 55.5, "latency_of": "cut"}],

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
+from coursekit.checkpoints import load_checkpoint, outputs_match_in_fresh_process, save_checkpoint
 from coursekit.data import Batches
 from coursekit.metrics import count_macs, count_nonzero_params
 from coursekit.models import ResNetCifar, resnet18_cifar
@@ -27,7 +28,7 @@ from coursekit.prune import (
     sparsity_report,
     update_masks,
 )
-from coursekit.train import fit, load_checkpoint, outputs_match_in_fresh_process, save_checkpoint
+from coursekit.train import fit
 
 MODELS = {
     "resnet111_w8_pool": lambda: ResNetCifar((1, 1, 1), 8, stem_pool=True),

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from coursekit import imagework
 from coursekit.ledger import read_ledger
 from coursekit.models import ResNetCifar
 from coursekit.session import start_session
@@ -9,7 +10,7 @@ from coursekit.session import start_session
 def test_record_all_measures_side_by_side_and_appends_one_record_each(tmp_path):
     S = start_session("99_test", profile="smoke", run_dir=str(tmp_path / "run"), print_report=False)
     big, small = ResNetCifar((1, 1, 1), 16, num_classes=2), ResNetCifar((1, 1, 1), 4, num_classes=2)
-    recs = S.record_all([{"model": big, "stage": "s", "name": "big", "accuracy": 0.9},
+    recs = S.images.record_all([{"model": big, "stage": "s", "name": "big", "accuracy": 0.9},
                          {"model": small, "stage": "s", "name": "small", "accuracy": 0.8, "extra": {"k": 1}}])
     assert list(recs) == ["big", "small"]
     on_disk = read_ledger(tmp_path / "run", notebook="99_test")
@@ -22,19 +23,19 @@ def test_record_all_measures_side_by_side_and_appends_one_record_each(tmp_path):
     assert [(r["size_bytes"], r["size_gzip_bytes"]) for r in on_disk] == [tuple(state_dict_bytes(m).values())
                                                                           for m in (big, small)]
     with pytest.raises(ValueError, match="unique"):
-        S.record_all([{"model": big, "stage": "s", "name": "x", "accuracy": 0.1}] * 2)
+        S.images.record_all([{"model": big, "stage": "s", "name": "x", "accuracy": 0.1}] * 2)
 
 
 def test_copies_of_one_architecture_share_one_latency(tmp_path):
     """Latency belongs to the computation: two models of one architecture (other weights) get the figure of one
     measurement, so noise cannot make them differ (04 once showed 2.48 and 3.18 ms for one architecture)."""
-    from coursekit.session import same_architecture
+    from coursekit.recorder import same_architecture
 
     S = start_session("99_test", profile="smoke", run_dir=str(tmp_path / "run"), print_report=False)
     a, b = ResNetCifar((1, 1, 1), 8, num_classes=2), ResNetCifar((1, 1, 1), 8, num_classes=2)
     c = ResNetCifar((1, 1, 1), 4, num_classes=2)
     assert same_architecture({"a": a, "c": c, "b": b}) == {"a": "a", "c": "c", "b": "a"}
-    recs = S.record_all([{"model": m, "stage": "s", "name": n, "accuracy": 0.5} for n, m in (("a", a), ("b", b), ("c", c))],
+    recs = S.images.record_all([{"model": m, "stage": "s", "name": n, "accuracy": 0.5} for n, m in (("a", a), ("b", b), ("c", c))],
                         rounds=1)
     assert recs["a"]["latency_ms"] == recs["b"]["latency_ms"] != recs["c"]["latency_ms"]
     assert recs["b"]["extra"] == {"latency_measured_on": "a"} and recs["a"]["extra"] == {}
@@ -46,7 +47,7 @@ def test_record_text_times_each_architecture_once_and_writes_part2_fields(tmp_pa
     a = TextClassifier(tiny_bert(layers=2), 2)
     b = TextClassifier(tiny_bert(layers=2), 2)  # same shapes as a
     c = keep_layers(a, [0])  # another architecture
-    recs = S.record_text([{"model": m, "stage": "t", "name": n, "accuracy": 0.5} for n, m in
+    recs = S.text.record_text([{"model": m, "stage": "t", "name": n, "accuracy": 0.5} for n, m in
                           (("a", a), ("b", b), ("c", c))], task="sst2", rounds=1)
     key = f"cpu_b{S.profile.text_latency_batch}_s{S.profile.text_latency_seq}"
     assert recs["a"]["latency_ms"] == recs["b"]["latency_ms"] and set(recs["c"]["latency_ms"]) == {key}
@@ -63,12 +64,12 @@ def test_train_text_runs_the_recipe_for_steps_or_epochs(tmp_path, tiny_bert, tin
     split = tiny_split(32)
     model = TextClassifier(tiny_bert(layers=1), 2)
     before = model.encoder.embeddings.word_embeddings.weight.clone()
-    hist, secs = S.train_text(model, split, 0, lr=1e-3, seed=0, steps=8, batch_size=8,
+    hist, secs = S.text.train_text(model, split, 0, lr=1e-3, seed=0, steps=8, batch_size=8,
                               frozen=("encoder.embeddings.word_embeddings",))
     assert hist["epoch"] == [1, 2] and secs > 0, "8 steps of 4 batches per epoch = 2 epochs"
     assert torch.equal(model.encoder.embeddings.word_embeddings.weight, before)
     with pytest.raises(ValueError, match="give epochs or steps"):
-        S.train_text(model, split, 0, lr=1e-3, seed=0)
+        S.text.train_text(model, split, 0, lr=1e-3, seed=0)
     assert len(TextBatches(split, 8, pad_id=0)) == 4
 
 
@@ -76,13 +77,13 @@ def test_cache_key_of_the_base_model_covers_every_training_setting(tmp_path, mon
     """Part 1's run-dir cache: a change to any setting that shapes the weights (schedule, data, resolved autocast,
     channels_last, recipe version) gives another key; the same settings give the same key."""
     from coursekit import env
-    from coursekit.train import config_key
+    from coursekit.modelcache import config_key
     root = imagefolder(tmp_path / "imgs", per_class=5)
     common = dict(profile="smoke", run_dir=str(tmp_path / "run"), dataset=f"imagefolder:{root}", print_report=False)
 
     def key(**overrides):
         S = start_session("99_key", **common, **overrides)
-        return config_key(S.base_config(S.load_data()))
+        return config_key(S.images.base_config(S.images.load_data()))
 
     base = key()
     assert key() == base
@@ -100,7 +101,7 @@ def test_cache_key_of_the_base_model_covers_every_training_setting(tmp_path, mon
     from coursekit.recipe import RECIPE_VERSION
 
     S = start_session("99_key", **common)
-    cfg = S.base_config(S.load_data())
+    cfg = S.images.base_config(S.images.load_data())
     assert cfg["recipe"]["version"] == RECIPE_VERSION, "the training code's version is part of the key"
     cfg["recipe"]["version"] += 1
     assert config_key(cfg) != base
@@ -109,10 +110,10 @@ def test_cache_key_of_the_base_model_covers_every_training_setting(tmp_path, mon
 def test_latency_table_is_the_one_measurement_behind_every_comparison(tmp_path):
     S = start_session("99_lat", profile="smoke", run_dir=str(tmp_path / "run"), print_report=False)
     models = {"a": ResNetCifar((1, 1, 1), width=4), "b": ResNetCifar((1, 1, 1), width=8)}
-    table = S.latency_table(models, [1, 8], rounds=1)
+    table = S.recorder.latency_table(models, [1, 8], rounds=1)
     assert set(table) == {"a", "b"} and set(table["a"]) == {"cpu_b1", "cpu_b8"}  # no GPU here: CPU keys only
     assert all(v > 0 for row in table.values() for v in row.values())
-    text = S.latency_table({"t": torch.nn.Embedding(50, 4)}, [2], input_fn=lambda b: torch.zeros(b, 5, dtype=torch.long),
+    text = S.recorder.latency_table({"t": torch.nn.Embedding(50, 4)}, [2], input_fn=lambda b: torch.zeros(b, 5, dtype=torch.long),
                            key_suffix="_s5", rounds=1)
     assert set(text["t"]) == {"cpu_b2_s5"}
 
@@ -133,12 +134,12 @@ def test_paired_test_counts_the_examples_only_one_model_gets_right(tmp_path, ima
         right = right_a if model == "A" else right_b
         return torch.stack([right.float(), (~right).float()], 1), y
 
-    monkeypatch.setattr(session, "predict_logits", fake_predict)
-    res = S.paired_test("A", "B", S.load_data(), names=("kd", "plain"))
+    monkeypatch.setattr(imagework, "predict_logits", fake_predict)
+    res = S.images.paired_test("A", "B", S.images.load_data(), names=("kd", "plain"))
     assert (res["a_only"], res["b_only"]) == (12, 2) and res["difference"] == pytest.approx(25.0)
     assert res["p_value"] == pytest.approx(2 * sum(__import__("math").comb(14, i) for i in range(3)) / 2**14)
     assert res["p_value"] < 0.05 and "kd is better" in res["text"] and "+25.00 points on 40 test images" in res["text"]
-    same = S.paired_test("A", "A", S.load_data())
+    same = S.images.paired_test("A", "A", S.images.load_data())
     assert same["p_value"] == 1.0 and "within the noise" in same["text"]
 
 
@@ -155,10 +156,10 @@ def test_ledger_latencies_take_the_profiles_rounds_unless_told(tmp_path, monkeyp
     monkeypatch.setattr(metrics_module, "compare_latency", lambda *a, rounds, **k: asked.append(rounds) or real(*a, rounds=1, **k))
     S = start_session("99_test", profile="smoke", run_dir=str(tmp_path / "run"), print_report=False)
     m = ResNetCifar((1, 1, 1), 4, num_classes=2)
-    S.record_all([{"model": m, "stage": "s", "name": "a", "accuracy": 0.5}])
-    S.record_all([{"model": m, "stage": "s", "name": "b", "accuracy": 0.5}], rounds=5)
+    S.images.record_all([{"model": m, "stage": "s", "name": "a", "accuracy": 0.5}])
+    S.images.record_all([{"model": m, "stage": "s", "name": "b", "accuracy": 0.5}], rounds=5)
     monkeypatch.setitem(S.profile.__dict__, "latency_rounds", 3)  # as on the cpu profile
-    rec = S.record(m, stage="s", name="c", accuracy=0.5)
+    rec = S.images.record(m, stage="s", name="c", accuracy=0.5)
     assert asked == [1, 5, 3] and set(rec["latency_ms"]) == {"cpu_b1", "cpu_b8"}
 
 
@@ -207,11 +208,11 @@ def test_text_teacher_trains_once_per_recipe_and_is_reused(tmp_path, tiny_bert, 
         built.append(1)
         return TextClassifier(tiny_bert(layers=2), 2)
 
-    first, info, reused = S.text_teacher(splits, build, where, progress=False)
+    first, info, reused = S.text.text_teacher(splits, build, where, progress=False)
     embeddings_before = build().encoder.embeddings.word_embeddings.weight
     assert not reused and info["recipe"]["frozen"] == ["encoder.embeddings.word_embeddings"]
     assert torch.equal(first.encoder.embeddings.word_embeddings.weight, embeddings_before), "the token table was frozen"
-    second, _, reused = S.text_teacher(splits, build, where, progress=False)
+    second, _, reused = S.text.text_teacher(splits, build, where, progress=False)
     assert reused and len(built) == 2, "the second call loaded the checkpoint instead of building and training"
     x = torch.tensor([[1, 7, 9, 2, 0]])
     with torch.no_grad():
@@ -226,9 +227,20 @@ def test_source_model_is_trained_once_on_the_source_classes_and_reused(tmp_path,
 
     S = start_session("01_transfer_learning", profile="smoke", run_dir=str(tmp_path / "run"), data_dir=cifar_dir,
                       print_report=False)
-    model, info, reused, data = S.source_model(["airplane", "ship"], progress=False)
+    model, info, reused, data = S.images.source_model(["airplane", "ship"], progress=False)
     assert not reused and list(data.classes) == ["airplane", "ship"] and model.fc.out_features == 2
     assert info["config"]["recipe"]["epochs"] == S.profile.source_epochs
-    again, _, reused, _ = S.source_model(["airplane", "ship"], progress=False)
+    again, _, reused, _ = S.images.source_model(["airplane", "ship"], progress=False)
     assert reused and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(),
                                                             strict=True))
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"base_model": {"name": "resnet_cifar", "depth": 3}}, r"base_model: resnet_cifar takes no argument\(s\) \['depth'\]"),
+    ({"student_model": {"name": "vgg"}}, "student_model: .* is not allowed; use a dict with 'name' one of resnet_cifar"),
+])
+def test_a_model_spec_that_no_builder_takes_is_refused_at_setup(tmp_path, override, message):
+    """The profile table checks a spec's shape (core); the session checks it against Part 1's builders."""
+    with pytest.raises(ValueError, match=message):
+        start_session("99_spec", profile="smoke", run_dir=str(tmp_path / "run"), print_report=False, **override)
+    assert not (tmp_path / "run").exists(), "refused before the run dir was made"

@@ -11,12 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coursekit.distill import CachedTeacherLogits, hidden_state_loss, kd_loss, text_kd_loss_fn
+from coursekit.kdloss import kd_loss
 from coursekit.metrics import count_params
 from coursekit.params import parse_int_list, parse_str_list
 from coursekit.pretrained import ENCODER, offline_copy_dir
 from coursekit.recipe import Recipe
 from coursekit.textdata import TextBatches, load_text_task, pad_batch, read_task_file, subset_per_class
+from coursekit.textdistill import CachedTeacherLogits, hidden_state_loss, text_kd_loss_fn
 from coursekit.textmodels import (
     TextClassifier,
     alternate_layers,
@@ -312,8 +313,8 @@ def test_text_kd_with_hidden_states_trains_and_needs_the_teacher(tiny_bert, tiny
 def test_recipe_key_changes_with_every_field_and_only_then():
     base = Recipe(epochs=1, lr=1e-4, batch_size=32, seed=0, data={"task": "sst2"})
     assert base.key() == Recipe(epochs=1, lr=1e-4, batch_size=32, seed=0, data={"task": "sst2"}).key()
-    changes = {"epochs": 2, "lr": 2e-4, "batch_size": 16, "seed": 1, "optimizer": "sgd", "schedule": "cosine",
-               "weight_decay": 0.0, "label_smoothing": 0.1, "amp": "bf16", "channels_last": True,
+    changes = {"epochs": 2, "lr": 2e-4, "batch_size": 16, "seed": 1, "optimizer": "adamw", "schedule": "cosine",
+               "weight_decay": 0.0, "label_smoothing": 0.1, "amp": "bf16", "channels_last": False,
                "frozen": ("encoder.embeddings",), "data": {"task": "trec"}, "version": 999}
     assert set(changes) == set(base.__dataclass_fields__), "every field is covered by this test"
     keys = {base.with_(**{k: v}).key() for k, v in changes.items()}

@@ -3,8 +3,10 @@ import copy
 import pytest
 import torch
 
+from coursekit.checkpoints import load_checkpoint, save_checkpoint, train_or_load
+from coursekit.modelcache import config_key
 from coursekit.models import build_model
-from coursekit.train import config_key, evaluate, fit, load_checkpoint, save_checkpoint, train_or_load
+from coursekit.train import evaluate, fit
 
 SPEC = {"name": "resnet_cifar", "num_classes": 2, "blocks": [1, 1, 1], "width": 4, "stem_pool": True}
 
@@ -127,8 +129,8 @@ def test_session_base_model_is_trained_once_per_run_dir(tmp_path):
     y = torch.arange(40) % 2
     splits = DataSplits("toy", ["a", "b"], x[:30], y[:30], x[30:], y[30:], x[30:], y[30:], torch.full((3,), 0.5),
                         torch.full((3,), 0.25))
-    m1, info1, reused1 = S.base_model(splits, progress=False)
-    m2, info2, reused2 = S.base_model(splits, progress=False)
+    m1, info1, reused1 = S.images.base_model(splits, progress=False)
+    m2, info2, reused2 = S.images.base_model(splits, progress=False)
     assert (reused1, reused2) == (False, True)
     assert info1["config"]["spec"]["num_classes"] == 2 and info1["config"]["recipe"]["data"]["n_train"] == 30
     xb = torch.randn(2, 3, 16, 16)

@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
+from coursekit.checkpoints import load_checkpoint, outputs_match_in_fresh_process, save_checkpoint
 from coursekit.data import Batches
 from coursekit.metrics import count_macs
 from coursekit.models import ResNetCifar, resnet18_cifar
-from coursekit.train import load_checkpoint, outputs_match_in_fresh_process, save_checkpoint
 from coursekit.trim import (
     ablation_importance,
     angular_distance,
