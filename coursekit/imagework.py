@@ -6,7 +6,6 @@ ledger records of image models. ``session.images`` hands one out. Introduced in 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import torch
 
@@ -16,31 +15,15 @@ from .metrics import state_dict_bytes
 from .models import model_from_spec
 from .prune import detach_masked_weights
 from .recipe import Recipe
-from .recorder import Recorder, representatives
+from .recorder import PartHelpers, representatives
 from .stats import mcnemar
 from .train import evaluate, predict_logits
 
 __all__ = ["ImageWork"]
 
 
-@dataclass
-class ImageWork:
-    """The image helpers of one session: its ``recorder`` (profile, seed, device, dataset, run dir) and data dir."""
-
-    recorder: Recorder
-    data_dir: str | None
-
-    @property
-    def profile(self):
-        return self.recorder.profile
-
-    @property
-    def device(self) -> torch.device:
-        return self.recorder.device
-
-    @property
-    def seed(self) -> int:
-        return self.recorder.seed
+class ImageWork(PartHelpers):
+    """The image helpers of one session (``recorder``, ``data_dir``, and through them ``profile``, ``device``, ``seed``)."""
 
     def load_data(self, dataset: str | None = None, **kwargs) -> _data.DataSplits:
         """``coursekit.data.load_data`` with the session's dataset (unless ``dataset`` is given), seed and

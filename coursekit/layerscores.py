@@ -4,9 +4,12 @@ A layer maps hidden states x_in (N, L, H) to x_out; when x_out points where x_in
 little and removing it (the residual stream then carries x_in on) should cost little.
 
 * Block Influence (Men et al. 2024, *ShortGPT*): BI = 1 - mean over tokens of cos(x_in, x_out), in [0, 2].
-* Angular distance (Gromov et al. 2024, *The Unreasonable Ineffectiveness of the Deeper Layers*):
-  arccos(cos(x_in, x_out)) / pi averaged over tokens, in [0, 1]. Gromov et al. also score a block of n
-  consecutive layers by comparing the input of its first with the output of its last (``block_angular``).
+* Angular distance of one layer: arccos(cos(x_in, x_out)) / pi averaged over tokens, in [0, 1]. Per token it is a
+  monotone function of the same cosine as BI, so the two nearly agree; averaged over tokens they can rank layers
+  differently (the mean of arccos is not arccos of the mean cosine).
+* Gromov et al. 2024 (*The Unreasonable Ineffectiveness of the Deeper Layers*) score a **block** of n consecutive
+  layers l..l+n-1 by the angular distance between the block's input x^(l) and its output x^(l+n) at the **last
+  token** of each sequence, and remove, for each n, the block with the smallest distance ("angular_block").
 
 Both are computed from forward hooks on the layer modules themselves (the input is the layer's first argument,
 its output the first element of what it returns), so they serve a BERT encoder (09) and a Llama decoder (10)
@@ -24,7 +27,7 @@ from torch import nn
 from .validate import integer
 
 __all__ = ["LAYER_CRITERIA", "layer_similarity", "layers_by_criterion", "validate_layers_removed", "block_angular",
-           "lowest_scores", "last_layers", "contiguous_block"]
+           "lowest_scores", "last_layers", "last_before_final", "best_block"]
 
 
 
@@ -41,15 +44,28 @@ def _token_cosines(x_in: torch.Tensor, x_out: torch.Tensor, mask: torch.Tensor |
     return nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-8).clamp(-1, 1)
 
 
+def _last_tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The hidden state of each sequence's last real token: (N, L, H) and mask (N, L) or None -> (N, H). Padding is
+    on the right (every position after a sequence's last real token)."""
+    if mask is None:
+        return x[:, -1]
+    last = mask.long().sum(1) - 1
+    return x[torch.arange(x.shape[0], device=x.device), last]
+
+
 @torch.no_grad()
-def layer_similarity(layers: Sequence[nn.Module], run: Callable, inputs: Iterable) -> dict[str, list[float]]:
-    """Block Influence and angular distance of every layer in ``layers``, averaged over real tokens.
+def layer_similarity(layers: Sequence[nn.Module], run: Callable, inputs: Iterable) -> dict:
+    """Every layer's Block Influence and angular distance (averaged over real tokens) and Gromov et al.'s block
+    distances, from one pass over ``inputs``.
 
     run(batch) runs the whole model on one item of ``inputs`` and returns the (N, L) mask of real tokens (or None
-    when every position is real). Returns {"block_influence": [...], "angular": [...], "tokens": n}.
+    when every position is real). Returns {"block_influence": [...], "angular": [...], "tokens": n,
+    "block_angular": {n: [d(l, n) for l in 0..L-n]} (angular distance between the input of layer l and the output of
+    layer l+n-1 at each sequence's last real token, averaged over sequences), "sequences": count}.
     """
     n = len(layers)
     sums = {"block_influence": [0.0] * n, "angular": [0.0] * n}
+    blocks = {w: [0.0] * (n - w + 1) for w in range(1, n)}
     state: dict = {"ins": [None] * n, "outs": [None] * n}
     hooks = []
     for i, layer in enumerate(layers):
@@ -57,7 +73,7 @@ def layer_similarity(layers: Sequence[nn.Module], run: Callable, inputs: Iterabl
             x_in = args[0] if args else kwargs["hidden_states"]
             state["ins"][i], state["outs"][i] = x_in.detach(), _first(output).detach()
         hooks.append(layer.register_forward_hook(hook, with_kwargs=True))
-    tokens = 0
+    tokens = sequences = 0
     try:
         for batch in inputs:
             mask = run(batch)
@@ -66,12 +82,21 @@ def layer_similarity(layers: Sequence[nn.Module], run: Callable, inputs: Iterabl
                 sums["block_influence"][i] += float((1 - cos).sum())
                 sums["angular"][i] += float(torch.arccos(cos).sum() / math.pi)
             tokens += len(cos)
+            # x^(0..n): the input of every layer, then the last layer's output; at each sequence's last real token
+            bounds = [_last_tokens(state["ins"][i], mask) for i in range(n)] + [_last_tokens(state["outs"][-1], mask)]
+            for w, row in blocks.items():
+                for start in range(n - w + 1):
+                    cos = _token_cosines(bounds[start], bounds[start + w], None)
+                    row[start] += float(torch.arccos(cos).sum() / math.pi)
+            sequences += len(bounds[0])
     finally:
         for h in hooks:
             h.remove()
     if tokens == 0:
         raise ValueError("layer_similarity: no tokens were seen (empty inputs or an all-padding mask)")
-    return {k: [v / tokens for v in vals] for k, vals in sums.items()} | {"tokens": tokens}
+    out = {k: [v / tokens for v in vals] for k, vals in sums.items()}
+    out["block_angular"] = {w: [v / sequences for v in row] for w, row in blocks.items()}
+    return out | {"tokens": tokens, "sequences": sequences}
 
 
 def block_angular(hidden_in: torch.Tensor, hidden_out: torch.Tensor, mask: torch.Tensor | None = None) -> float:
@@ -104,32 +129,43 @@ def lowest_scores(name: str):
 
 
 def last_layers(k: int, num_layers: int, scores: dict | None = None, *, keep_first: bool = False) -> list[int]:
-    """The final ``k`` layers (needs no scores)."""
+    """The final ``k`` layers, the final one included (needs no scores). Not the papers' baseline: see
+    ``last_before_final``."""
     return list(range(num_layers - k, num_layers))
 
 
-def contiguous_block(k: int, num_layers: int, scores: dict | None, *, keep_first: bool = False) -> list[int]:
-    """The ``k`` consecutive layers whose summed angular distances are lowest: a cheap stand-in for Gromov's block
-    score (``block_angular`` is the paper's)."""
-    ang = _check_scores("contiguous", scores)["angular"]
+def last_before_final(k: int, num_layers: int, scores: dict | None = None, *, keep_first: bool = False) -> list[int]:
+    """The ``k`` layers just before the final one (needs no scores): the baseline of ShortGPT and of Gromov et al.,
+    who keep the final layer (it turns the residual stream into predictions)."""
+    first = 1 if keep_first else 0
+    if k > num_layers - 1 - first:
+        raise ValueError(f"layers_removed: {k} layers do not fit between layer {first - 1} and the final layer")
+    return list(range(num_layers - 1 - k, num_layers - 1))
+
+
+def best_block(k: int, num_layers: int, scores: dict | None, *, keep_first: bool = False) -> list[int]:
+    """Gromov et al. 2024: the ``k`` consecutive layers l..l+k-1 whose input x^(l) and output x^(l+k) are closest in
+    angle at the last token (``scores["block_angular"][k]`` from ``layer_similarity``)."""
+    dist = _check_scores("angular_block", scores)["block_angular"][k]
     first = 1 if keep_first else 0
     if k > num_layers - first:
         raise ValueError(f"layers_removed: {k} consecutive layers do not fit after layer {first - 1}")
-    start = min(range(first, num_layers - k + 1), key=lambda s: sum(ang[s:s + k]))
+    start = min(range(first, num_layers - k + 1), key=lambda s: dist[s])
     return list(range(start, start + k))
 
 
 # A layer criterion: fn(k, num_layers, scores, *, keep_first) -> the k layer indices to remove; ``scores`` is
 # layer_similarity's dict (or None for a criterion that needs none). Add your own here, or pass the function itself.
 LAYER_CRITERIA = {"block_influence": lowest_scores("block_influence"), "angular": lowest_scores("angular"),
-                  "last": last_layers, "contiguous": contiguous_block}
+                  "angular_block": best_block, "last_before_final": last_before_final, "last": last_layers}
 
 
 def layers_by_criterion(criterion, k: int, num_layers: int, scores: dict[str, list[float]] | None = None,
                         *, keep_first: bool = False) -> list[int]:
     """Which ``k`` layers to remove, sorted. ``criterion``: a name in LAYER_CRITERIA ("block_influence" / "angular":
-    the k lowest scores from ``layer_similarity``; "last": the final k; "contiguous": the k consecutive layers that
-    change their input least) or a function with their signature.
+    the k lowest per-layer scores from ``layer_similarity`` (ShortGPT); "angular_block": Gromov et al.'s best block of
+    k; "last_before_final": the k before the final layer (the papers' baseline); "last": the final k) or a function
+    with their signature.
     keep_first: never remove layer 0 (ShortGPT and Gromov both find the first layer indispensable)."""
     if callable(criterion):
         fn = criterion

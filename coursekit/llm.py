@@ -96,12 +96,14 @@ def perplexity(model: nn.Module, ids: torch.Tensor, *, window: int = 256, stride
     """Perplexity of ``model`` on the token stream ``ids`` (T,): exp of the mean next-token cross-entropy over the
     scored tokens of ``lm_windows(ids, window, stride)``. Disjoint full windows are batched.
 
-    Returns {"perplexity", "nll" (mean loss, nats), "tokens" (scored), "window", "stride"}."""
+    Returns {"perplexity", "nll" (mean loss, nats), "tokens" (scored), "window", "stride", "window_nll" and
+    "window_tokens" (each window's summed loss and scored tokens, in window order: what
+    ``stats.bootstrap_perplexity_ratio`` resamples)}."""
     model.eval()
     device = next(model.parameters()).device
     dtype = autocast_dtype(device, amp)
     wins = lm_windows(ids, window, stride)
-    total, count = 0.0, 0
+    window_nll, window_tokens = [], []
     i = 0
     while i < len(wins):
         group = [wins[i]]
@@ -114,12 +116,15 @@ def perplexity(model: nn.Module, ids: torch.Tensor, *, window: int = 256, stride
         with autocast_context(device, dtype):
             logits = model(input_ids=x, use_cache=False).logits
         logits, targets = logits[:, -new - 1:-1].float(), x[:, -new:]
-        total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                   reduction="sum"))
-        count += targets.numel()
+        losses = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                             reduction="none").view(len(group), -1)
+        window_nll += [float(v) for v in losses.double().sum(1)]
+        window_tokens += [targets.shape[1]] * len(group)
         i += len(group)
-    nll = total / count
-    return {"perplexity": math.exp(nll), "nll": nll, "tokens": count, "window": window, "stride": stride or window}
+    count = sum(window_tokens)
+    nll = math.fsum(window_nll) / count
+    return {"perplexity": math.exp(nll), "nll": nll, "tokens": count, "window": window, "stride": stride or window,
+            "window_nll": window_nll, "window_tokens": window_tokens}
 
 
 # ----------------------------------------------------------------------------- depth
@@ -227,37 +232,46 @@ def linear_macs_per_token(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
-def _decode_ms(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float]:
-    """(prefill ms for ``prompt`` (1, P), ms per generated token over ``new_tokens`` greedy steps with the cache)."""
-    t0 = time.perf_counter()
-    out = model(input_ids=prompt, use_cache=True)
-    t1 = time.perf_counter()
-    cache, tok = out.cache, out.logits[:, -1:].argmax(-1)
-    for _ in range(new_tokens):
-        out = model(input_ids=tok, cache=cache, use_cache=True)
+def _decode_ms(model: nn.Module, prompt: torch.Tensor, new_tokens: int, dtype=None) -> tuple[float, float]:
+    """(prefill ms for ``prompt`` (1, P), ms per generated token over ``new_tokens`` greedy steps with the cache),
+    under autocast to ``dtype`` (None: float32)."""
+    device = prompt.device
+    with autocast_context(device, dtype):
+        t0 = time.perf_counter()
+        out = model(input_ids=prompt, use_cache=True)
+        t1 = time.perf_counter()
         cache, tok = out.cache, out.logits[:, -1:].argmax(-1)
-    t2 = time.perf_counter()
+        for _ in range(new_tokens):
+            out = model(input_ids=tok, cache=cache, use_cache=True)
+            cache, tok = out.cache, out.logits[:, -1:].argmax(-1)
+        t2 = time.perf_counter()
     return (t1 - t0) * 1e3, (t2 - t1) * 1e3 / new_tokens
 
 
 def lm_latency(models: dict[str, nn.Module], *, prompt_len: int = 256, new_tokens: int = 32, rounds: int = 3,
-               vocab_low: int = 1000, vocab_high: int = 2000) -> dict[str, dict]:
-    """Prefill latency of one ``prompt_len``-token prompt and ms per generated token (greedy, KV cache on, float32,
-    batch 1) of several models, side by side in ``rounds`` interleaved rounds after one warm-up each.
-    Returns {name: {"prefill_ms", "decode_ms_per_token"} medians, plus "*_range" (min, max)}."""
+               vocab_low: int = 1000, vocab_high: int = 2000, amp: str = "off") -> dict[str, dict]:
+    """Prefill latency of one ``prompt_len``-token prompt and ms per generated token (greedy, KV cache on, batch 1)
+    of several models, side by side in ``rounds`` interleaved rounds after one warm-up each, in float32
+    (``amp="off"``) or under the autocast that ``amp`` resolves to here (the precision a perplexity was measured in:
+    accuracy and cost of the same computation).
+    Returns {name: {"prefill_ms", "decode_ms_per_token"} medians, plus "*_range" (min, max), "prompt_len",
+    "precision"}."""
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(vocab_low, vocab_high, (1, prompt_len), generator=g)
     seen = {n: ([], []) for n in models}
-    for m in models.values():
+    dtypes = {n: autocast_dtype(next(m.parameters()).device, amp) for n, m in models.items()}
+    for n, m in models.items():
         m.eval()
-        _decode_ms(m, prompt.to(next(m.parameters()).device), 2)
+        _decode_ms(m, prompt.to(next(m.parameters()).device), 2, dtypes[n])
     for _ in range(rounds):
         for n, m in models.items():
-            p, d = _decode_ms(m, prompt.to(next(m.parameters()).device), new_tokens)
+            p, d = _decode_ms(m, prompt.to(next(m.parameters()).device), new_tokens, dtypes[n])
             seen[n][0].append(p)
             seen[n][1].append(d)
     return {n: {"prefill_ms": statistics.median(p), "decode_ms_per_token": statistics.median(d), "prompt_len": prompt_len,
-                "prefill_range": (min(p), max(p)), "decode_range": (min(d), max(d))} for n, (p, d) in seen.items()}
+                "prefill_range": (min(p), max(p)), "decode_range": (min(d), max(d)),
+                "precision": "float32" if dtypes[n] is None else f"{str(dtypes[n]).removeprefix('torch.')} autocast"}
+            for n, (p, d) in seen.items()}
 
 
 @torch.inference_mode()

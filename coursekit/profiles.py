@@ -370,7 +370,8 @@ def resolve_profile(profile: str = "auto", **overrides) -> Profile:
 # COURSEKIT_DRY_RUN=<steps>: run a profile's models, ratios and settings with every training loop stopped after
 # <steps> optimizer steps and the data capped to a few batches (below), on whatever device there is, the gpu profile
 # included on a CPU. It checks configuration (shapes, ratios that divide, cells that run), never results: every
-# environment report says "dry_run", and nothing it prints is a figure of the course. tests/test_gpu_dry_run.py.
+# environment report says "dry_run", and nothing it prints is a figure of the course. Tested in tests/test_newcomer.py
+# (every chapter) and tests/test_gpu_dry_run.py (the switch).
 DRY_RUN_CAPS: dict = {
     "train_per_class": 24, "test_per_class": 4, "kd_train_per_class": 24, "imagenet_train_per_class": 4,
     "batch_size": 16, "transfer_batch_size": 16, "latency_batch_sizes": [1, 2], "latency_min_time": 0.001,

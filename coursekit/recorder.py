@@ -19,7 +19,7 @@ from .ledger import append_record
 from .metrics import latency_medians, model_record
 from .settings import Profile
 
-__all__ = ["Recorder", "same_architecture", "representatives"]
+__all__ = ["Recorder", "PartHelpers", "same_architecture", "representatives"]
 
 
 def same_architecture(models: dict) -> dict[str, str]:
@@ -101,3 +101,24 @@ class Recorder:
             append_record(self.run_dir, rec)
             out[e["name"]] = rec
         return out
+
+
+@dataclass
+class PartHelpers:
+    """What a part's session helpers (``imagework.ImageWork``, ``textwork.TextWork``) are bound to: the session's
+    ``recorder`` (profile, seed, device, dataset, run dir) and its ``data_dir``."""
+
+    recorder: Recorder
+    data_dir: str | None
+
+    @property
+    def profile(self) -> Profile:
+        return self.recorder.profile
+
+    @property
+    def device(self) -> torch.device:
+        return self.recorder.device
+
+    @property
+    def seed(self) -> int:
+        return self.recorder.seed

@@ -3,7 +3,8 @@ can import without the profile table.
 
 ``COURSEKIT_DRY_RUN=<steps>``: run a profile's models, ratios and settings with every training loop stopped after
 <steps> optimizer steps (and, in ``coursekit.profiles``, the data capped), on whatever device there is. It checks
-configuration, never results: every environment report says so. tests/test_gpu_dry_run.py.
+configuration, never results: every environment report says so. Tested in tests/test_newcomer.py (every chapter)
+and tests/test_gpu_dry_run.py (the switch).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Wanda (Sun, Liu, Bair, Kolter 2023, *A Simple and Effective Pruning Approach for
 weight W_ij of a linear layer y = x W^T by |W_ij| * ||X_j||_2, the norm of input feature j over the calibration
 tokens, and compares weights within each output row (row i keeps its own top fraction). Magnitude pruning is the
 same with every ||X_j|| equal. No retraining, no weight update: the masks are applied once through
-``torch.nn.utils.prune`` and made permanent.
+``torch.nn.utils.prune`` and made permanent. The paper's reference code prunes **layer by layer**: each decoder
+layer's input norms are taken on the calibration text as it arrives through the layers already pruned
+(``apply_sparsity_layerwise``); ``input_norms`` + ``apply_sparsity`` take every norm on the dense model, in one pass.
 
 N:M sparsity keeps N of every M consecutive weights along the input dimension (2:4 is what NVIDIA's sparse tensor
 cores run, on Ampere and newer GPUs). On a CPU a zero is multiplied like any other number: no speedup here.
@@ -23,7 +25,7 @@ from torch.nn.utils import prune as torch_prune
 from .validate import fraction
 
 __all__ = ["SPARSITY_METHODS", "validate_sparsity_args", "parse_pattern", "wanda_scores", "magnitude_scores", "unstructured_mask",
-           "nm_mask", "sparsity_mask", "input_norms", "prunable_linears", "apply_sparsity"]
+           "nm_mask", "sparsity_mask", "input_norms", "prunable_linears", "apply_sparsity", "apply_sparsity_layerwise"]
 
 
 
@@ -150,3 +152,66 @@ def apply_sparsity(model: nn.Module, *, method: str, sparsity: float = 0.5, patt
         zeros += int((~mask).sum())
         total += mask.numel()
     return {"zeros": zeros, "total": total, "sparsity": zeros / max(total, 1)}
+
+
+class _Captured(Exception):
+    """Raised by the hook that catches the first decoder layer's inputs: the rest of the model need not run."""
+
+
+@torch.no_grad()
+def apply_sparsity_layerwise(model: nn.Module, ids: torch.Tensor, *, method="wanda", sparsity: float = 0.5,
+                             pattern: str = "unstructured", seq_len: int = 256) -> dict:
+    """Prune ``model``'s decoder layers in order, as Wanda's reference code does: the calibration tokens ``ids`` (T,)
+    are run in windows of ``seq_len`` to the first decoder layer (its inputs and keyword arguments, e.g. the rotary
+    position embeddings, caught once); then for each layer the input norms of its linears are taken on what arrives
+    from the layers already pruned, the layer is pruned (``sparsity_mask`` of ``method``, as ``apply_sparsity``), and
+    its pruned outputs become the next layer's inputs. Float32, no autocast. Returns {"zeros", "total", "sparsity"}."""
+    validate_sparsity_args(sparsity, pattern, method)
+    score = method if callable(method) else SPARSITY_METHODS[method]
+    layers = model.model.layers
+    device = next(model.parameters()).device
+    caught = []
+
+    def catch(module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        caught.append((hidden, {k: v for k, v in kwargs.items()}))
+        raise _Captured
+
+    hook = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
+    model.eval()
+    try:
+        for b in range(0, len(ids) - 1, seq_len):
+            try:
+                model(input_ids=ids[b:b + seq_len].unsqueeze(0).to(device), use_cache=False)
+            except _Captured:
+                pass
+    finally:
+        hook.remove()
+    zeros = total = 0
+    for layer in layers:
+        linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
+        sq = {n: torch.zeros(m.in_features, device=device) for n, m in linears.items()}
+        def accumulate(module, args, acc):
+            acc.add_(args[0].detach().float().reshape(-1, args[0].shape[-1]).pow(2).sum(0))  # returns None: input kept
+
+        hooks = [m.register_forward_pre_hook(lambda mod, args, acc=sq[n]: accumulate(mod, args, acc))
+                 for n, m in linears.items()]
+        try:
+            for hidden, kwargs in caught:
+                layer(hidden, **kwargs)
+        finally:
+            for h in hooks:
+                h.remove()
+        for n, lin in linears.items():
+            norms = None if score is magnitude_scores else sq[n].sqrt()
+            mask = sparsity_mask(lin.weight, norms, sparsity, pattern, score)
+            torch_prune.custom_from_mask(lin, "weight", mask.to(lin.weight.device))
+            torch_prune.remove(lin, "weight")
+            zeros += int((~mask).sum())
+            total += mask.numel()
+        caught = [(_first_output(layer(hidden, **kwargs)), kwargs) for hidden, kwargs in caught]
+    return {"zeros": zeros, "total": total, "sparsity": zeros / max(total, 1)}
+
+
+def _first_output(out):
+    return out[0] if isinstance(out, (tuple, list)) else out

@@ -2,7 +2,8 @@
 
 A technique is compared with its baseline on the same schedule and seeds, so the runs pair up by seed; the
 per-seed differences, their mean and a t-based 95% interval say whether the gain is above the seed-to-seed
-noise. ``mcnemar`` compares two models on the same test examples (McNemar 1947, exact binomial form).
+noise. ``mcnemar`` compares two models on the same test examples (McNemar 1947, exact binomial form);
+``bootstrap_perplexity_ratio`` two language models on the same text windows (a paired bootstrap, Efron 1979).
 Introduced in notebooks/08_transformer_distillation.ipynb.
 """
 
@@ -12,7 +13,7 @@ import math
 
 import numpy as np
 
-__all__ = ["t_critical_95", "paired_summary", "paired_difference", "mcnemar"]
+__all__ = ["t_critical_95", "paired_summary", "paired_difference", "mcnemar", "bootstrap_perplexity_ratio"]
 
 # two-sided 95% critical values of Student's t for 1..10 degrees of freedom
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -67,3 +68,24 @@ def mcnemar(correct_a, correct_b) -> dict:
     k = min(n01, n10)
     p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
     return {"a_only": n01, "b_only": n10, "p_value": p}
+
+
+def bootstrap_perplexity_ratio(a: dict, b: dict, *, samples: int = 2000, seed: int = 0) -> dict:
+    """How sure is "B's perplexity is x times A's"? ``a`` and ``b`` are ``llm.perplexity`` results on the same
+    windows; the windows are resampled with replacement (the same draw for both models: a paired bootstrap) and the
+    ratio ppl_b / ppl_a recomputed on each resample.
+
+    Returns {"ratio", "low", "high" (the 2.5th and 97.5th percentiles), "windows", "text": one line}; an interval
+    that contains 1 means the two are within the noise of which text was scored."""
+    if a["window_tokens"] != b["window_tokens"]:
+        raise ValueError("bootstrap_perplexity_ratio: a and b were not scored on the same windows")
+    na, nb = np.asarray(a["window_nll"]), np.asarray(b["window_nll"])
+    tok = np.asarray(a["window_tokens"], dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(tok), size=(samples, len(tok)))
+    log_ratio = (nb[idx].sum(1) - na[idx].sum(1)) / tok[idx].sum(1)
+    low, high = np.exp(np.percentile(log_ratio, [2.5, 97.5]))
+    ratio = math.exp((nb.sum() - na.sum()) / tok.sum())
+    verdict = "within the noise" if low <= 1 <= high else ("B higher" if low > 1 else "B lower")
+    return {"ratio": ratio, "low": float(low), "high": float(high), "windows": len(tok),
+            "text": f"perplexity ratio {ratio:.3f} (95% bootstrap interval {low:.3f}-{high:.3f} over {len(tok)} "
+                    f"windows): {verdict}"}

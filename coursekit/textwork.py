@@ -6,13 +6,10 @@ and language models. ``session.text`` hands one out. Introduced in notebooks/07_
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
-import torch
 
 from .llm import linear_macs_per_token
 from .recipe import Recipe
-from .recorder import Recorder, representatives
+from .recorder import PartHelpers, representatives
 from .textdata import TextBatches, load_text_task
 
 __all__ = ["TextWork", "FROZEN_WHEN_FINETUNING"]
@@ -21,24 +18,8 @@ __all__ = ["TextWork", "FROZEN_WHEN_FINETUNING"]
 FROZEN_WHEN_FINETUNING = ("encoder.embeddings.word_embeddings",)
 
 
-@dataclass
-class TextWork:
-    """The text helpers of one session: its ``recorder`` (profile, seed, device, dataset, run dir) and data dir."""
-
-    recorder: Recorder
-    data_dir: str | None
-
-    @property
-    def profile(self):
-        return self.recorder.profile
-
-    @property
-    def device(self) -> torch.device:
-        return self.recorder.device
-
-    @property
-    def seed(self) -> int:
-        return self.recorder.seed
+class TextWork(PartHelpers):
+    """The text helpers of one session (``recorder``, ``data_dir``, and through them ``profile``, ``device``, ``seed``)."""
 
     def text_data(self, tokenizer, task: str | None = None):
         """``textdata.load_text_task`` of ``task`` (default: the session's dataset) with the profile's length and

@@ -22,10 +22,12 @@ from coursekit.llm import (
 )
 from coursekit.sparsity import (
     apply_sparsity,
+    apply_sparsity_layerwise,
     input_norms,
     nm_mask,
     parse_pattern,
     prunable_linears,
+    sparsity_mask,
     unstructured_mask,
     validate_sparsity_args,
     wanda_scores,
@@ -71,6 +73,7 @@ def test_perplexity_is_exp_of_the_mean_token_loss_by_hand(tiny_llama):
             n += x.shape[1] - 1
     assert got["tokens"] == n == 127
     assert got["perplexity"] == pytest.approx(math.exp(total / n), rel=1e-5)
+    assert got["window_tokens"] == [63, 63, 1] and sum(got["window_nll"]) == pytest.approx(total, rel=1e-5)
 
 
 def test_removed_layers_renumber_the_cache_and_generate_still_runs(tiny_llama):
@@ -184,6 +187,9 @@ def test_lm_latency_and_macs(tiny_llama):
     big, small = tiny_llama(layers=4), remove_decoder_layers(tiny_llama(layers=4), [0, 1])
     lat = lm_latency({"big": big, "small": small}, prompt_len=16, new_tokens=4, rounds=1, vocab_low=1, vocab_high=60)
     assert set(lat["big"]) >= {"prefill_ms", "decode_ms_per_token", "prompt_len"} and lat["big"]["prompt_len"] == 16
+    assert lat["big"]["precision"] == "float32"
+    bf16 = lm_latency({"big": big}, prompt_len=16, new_tokens=4, rounds=1, vocab_low=1, vocab_high=60, amp="bf16")
+    assert bf16["big"]["precision"] == "bfloat16 autocast" and bf16["big"]["decode_ms_per_token"] > 0
     per_layer = 32 * 32 * 2 + 32 * 16 * 2 + 3 * 32 * 64
     assert linear_macs_per_token(big) - linear_macs_per_token(small) == 2 * per_layer
 
@@ -254,3 +260,27 @@ def test_record_lm_writes_perplexity_shared_latency_and_macs_per_token(tmp_path,
     assert records["cut"]["perplexity"] == 55.5 and records["cut"]["accuracy"] is None
     assert records["cut"]["task"] == "wikitext2" and records["cut"]["extra"]["layers_removed"] == [1, 2]
     assert records["full"]["macs"] == linear_macs_per_token(full) > records["cut"]["macs"] == linear_macs_per_token(cut)
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_layerwise_wanda_takes_each_layers_norms_through_the_layers_already_pruned(tiny_llama, pattern):
+    """Wanda's reference order, checked against a slow reference: for each layer, ``input_norms`` of the whole (partly
+    pruned) model for that layer's linears, then that layer pruned. The first layer sees the dense model, so it is
+    pruned exactly as the one-pass version prunes it; later layers differ from the one-pass version."""
+    ids = stream(200)
+    fast, slow, one_pass = tiny_llama(), tiny_llama(), tiny_llama()
+    info = apply_sparsity_layerwise(fast, ids, sparsity=0.5, pattern=pattern, seq_len=64)
+    for i, _ in enumerate(decoder_layers(slow)):
+        names = [n for n in prunable_linears(slow) if n.startswith(f"model.layers.{i}.")]
+        norms = input_norms(slow, ids, seq_len=64, names=names)
+        for n in names:
+            lin = slow.get_submodule(n)
+            lin.weight.data *= sparsity_mask(lin.weight, norms[n], 0.5, pattern)
+    apply_sparsity(one_pass, method="wanda", sparsity=0.5, pattern=pattern, norms=input_norms(one_pass, ids, seq_len=64))
+    assert info["sparsity"] == pytest.approx(0.5, abs=0.01)
+    masks = {n: lin.weight != 0 for n, lin in prunable_linears(fast).items()}
+    assert all(torch.equal(masks[n], lin.weight != 0) for n, lin in prunable_linears(slow).items()), "the paper's order"
+    first = [n for n in masks if n.startswith("model.layers.0.")]
+    assert all(torch.equal(masks[n], one_pass.get_submodule(n).weight != 0) for n in first), "layer 0 sees the dense model"
+    assert not all(torch.equal(masks[n], lin.weight != 0) for n, lin in prunable_linears(one_pass).items()), \
+        "later layers see the pruned layers' outputs"

@@ -121,7 +121,6 @@ def test_latency_table_is_the_one_measurement_behind_every_comparison(tmp_path):
 def test_paired_test_counts_the_examples_only_one_model_gets_right(tmp_path, imagefolder, monkeypatch):
     """Predictions on the same 40 examples: A right on 30, B right on 20, and A alone right on 12, B alone on 2. The
     discordant counts, the difference in points and the verdict follow; identical models give p = 1, no winner."""
-    from coursekit import session
 
     root = imagefolder(tmp_path / "imgs", classes=("a", "b"), per_class=3)
     S = start_session("99_paired", profile="smoke", run_dir=str(tmp_path / "run"), dataset=f"imagefolder:{root}",

@@ -33,3 +33,20 @@ def test_mcnemar_exact_binomial():
     assert r["a_only"] == 6 and r["b_only"] == 0
     assert math.isclose(r["p_value"], 2 / 2**6)  # all 6 discordant pairs favour A
     assert mcnemar(a, a)["p_value"] == 1.0
+
+
+def test_bootstrap_perplexity_ratio_is_paired_over_windows():
+    from coursekit.stats import bootstrap_perplexity_ratio
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(3.0, 4.0, size=16) * 255  # per-window summed losses, 255 scored tokens each
+    a = {"window_nll": list(base), "window_tokens": [255] * 16}
+    same = bootstrap_perplexity_ratio(a, a)
+    assert same["ratio"] == pytest.approx(1.0) and same["low"] == pytest.approx(1.0) and "within the noise" in same["text"]
+    worse = {"window_nll": list(base + 0.1 * 255), "window_tokens": [255] * 16}  # every window 0.1 nats worse
+    r = bootstrap_perplexity_ratio(a, worse)
+    assert r["ratio"] == pytest.approx(np.exp(0.1)) and r["low"] > 1 and "B higher" in r["text"], "paired: no noise"
+    noisy = {"window_nll": list(base[::-1]), "window_tokens": [255] * 16}  # same windows' losses, shuffled
+    assert bootstrap_perplexity_ratio(a, noisy)["low"] < 1 < bootstrap_perplexity_ratio(a, noisy)["high"]
+    with pytest.raises(ValueError, match="same windows"):
+        bootstrap_perplexity_ratio(a, {"window_nll": list(base[:8]), "window_tokens": [255] * 8})

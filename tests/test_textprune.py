@@ -167,14 +167,48 @@ def test_layer_similarity_matches_the_hidden_states_and_ignores_padding(tiny_cla
 
 
 def test_layers_by_criterion():
-    scores = {"block_influence": [0.3, 0.1, 0.2, 0.05, 0.4], "angular": [0.3, 0.2, 0.1, 0.15, 0.4]}
+    scores = {"block_influence": [0.3, 0.1, 0.2, 0.05, 0.4], "angular": [0.3, 0.2, 0.1, 0.15, 0.4],
+              "block_angular": {2: [0.5, 0.4, 0.1, 0.3]}}
     assert layers_by_criterion("block_influence", 2, 5, scores) == [1, 3]
     assert layers_by_criterion("angular", 2, 5, scores) == [2, 3]
-    assert layers_by_criterion("last", 2, 5) == [3, 4]
-    assert layers_by_criterion("contiguous", 2, 5, scores) == [2, 3]
+    assert layers_by_criterion("angular_block", 2, 5, scores) == [2, 3], "the block whose ends are closest"
+    assert layers_by_criterion("last", 2, 5) == [3, 4], "the final layer included"
+    assert layers_by_criterion("last_before_final", 2, 5) == [2, 3], "the papers' baseline keeps the final layer"
     assert layers_by_criterion("block_influence", 2, 5, {"block_influence": [0.0, 0.1, 0.2, 0.3, 0.4]},
                                keep_first=True) == [1, 2]
+    assert layers_by_criterion("angular_block", 2, 5, {"block_angular": {2: [0.0, 0.4, 0.1, 0.3]}},
+                               keep_first=True) == [2, 3]
     assert layers_by_criterion("last", 0, 5) == []
+    with pytest.raises(ValueError, match="do not fit"):
+        layers_by_criterion("last_before_final", 4, 5, keep_first=True)
+
+
+def test_block_angular_scores_are_gromovs_last_token_distances(tiny_classifier, token_batches):
+    """d(l, n) = arccos(cos(x^(l), x^(l+n)))/pi at each sequence's last real token, averaged over sequences: checked
+    against the encoder's own hidden states (x^(0) the embeddings, x^(k) layer k's output)."""
+    model = tiny_classifier(layers=3)
+    batches = token_batches(2)
+
+    def run(batch):
+        model(batch[0])
+        return batch[0].ne(0)
+
+    with torch.inference_mode():
+        sim = layer_similarity(encoder_layers(model), run, batches)
+        ref = {n: [0.0] * (4 - n) for n in (1, 2)}
+        count = 0
+        for x, _ in batches:
+            hs = model.encoder(input_ids=x, attention_mask=x.ne(0).long(), output_hidden_states=True).hidden_states
+            last = x.ne(0).sum(1) - 1
+            rows = torch.arange(len(x))
+            for n in ref:
+                for start in range(4 - n):
+                    cos = torch.nn.functional.cosine_similarity(hs[start][rows, last], hs[start + n][rows, last], dim=-1)
+                    ref[n][start] += float(torch.arccos(cos.clamp(-1, 1)).sum() / torch.pi)
+            count += len(x)
+    assert sim["sequences"] == count and set(sim["block_angular"]) == {1, 2}
+    for n in ref:
+        assert sim["block_angular"][n] == pytest.approx([v / count for v in ref[n]], rel=1e-4, abs=1e-6)
 
 
 def test_pruned_and_trimmed_model_reloads_in_a_fresh_process(tiny_classifier, token_batches, tmp_path):
