@@ -48,7 +48,7 @@ def parse_dataset(dataset: str) -> tuple[str, Path | None]:
         return "cifar10", None
     if isinstance(dataset, str) and dataset.startswith("imagefolder:") and len(dataset) > len("imagefolder:"):
         return "imagefolder", Path(dataset[len("imagefolder:"):]).expanduser()
-    raise ValueError(f"dataset: unknown value {dataset!r}; allowed: 'cifar10' or 'imagefolder:PATH'")
+    raise ValueError(f"dataset: {dataset!r} is not allowed; use 'cifar10' or 'imagefolder:PATH'")
 
 
 # ----------------------------------------------------------------------------- reading

@@ -144,7 +144,7 @@ def download_corpus(folder: str, data_dir: str | os.PathLike | None = None, *, s
     replaces the hub id or the URL (a local folder laid out like the hub's repository, a file:// URL: the tests
     plant one). Every file of the folder is fetched before any is written. Returns the folder."""
     if folder not in CORPUS_SOURCES:
-        raise ValueError(f"corpus folder: unknown value {folder!r}; allowed: {', '.join(CORPUS_SOURCES)}")
+        raise ValueError(f"corpus folder: {folder!r} is not allowed; use {', '.join(CORPUS_SOURCES)}")
     spec = CORPUS_SOURCES[folder]
     root = default_data_dir(data_dir) / folder
     if isinstance(spec, UrlFile):
@@ -168,7 +168,7 @@ def download_corpus(folder: str, data_dir: str | os.PathLike | None = None, *, s
 def corpus_folder(folder: str, data_dir: str | os.PathLike | None = None) -> Path:
     """``<data dir>/<folder>`` holding every file of the corpus folder, fetched first when none is there."""
     if folder not in CORPUS_SOURCES:
-        raise ValueError(f"corpus folder: unknown value {folder!r}; allowed: {', '.join(CORPUS_SOURCES)}")
+        raise ValueError(f"corpus folder: {folder!r} is not allowed; use {', '.join(CORPUS_SOURCES)}")
     spec = CORPUS_SOURCES[folder]
     names = list(spec.files) if isinstance(spec, HubText) else [spec.file]
     return ensure_folder(default_data_dir(data_dir) / folder, names, lambda: download_corpus(folder, data_dir),

@@ -95,7 +95,7 @@ def autocast_dtype(device: torch.device | str, amp: str = "auto") -> torch.dtype
     """
     allowed = ("auto", "bf16", "fp16", "off")
     if amp not in allowed:
-        raise ValueError(f"amp: unknown value {amp!r}; allowed: {', '.join(allowed)}")
+        raise ValueError(f"amp: {amp!r} is not allowed; use {', '.join(allowed)}")
     kind = torch.device(device).type
     if amp == "off":
         return None

@@ -465,9 +465,9 @@ def check_target(model, *, reference, size: str, max_size: float, accuracy_of, r
     size budgets; any dataset but CIFAR-10, which the targets were not set for: ``start_session`` says so).
     Returns {"size_ratio", "accuracy", "drop_points"}; raises AssertionError with a hint when a target is missed."""
     if size not in TARGET_SIZES:
-        raise ValueError(f"size: unknown value {size!r}; allowed: {', '.join(TARGET_SIZES)}")
+        raise ValueError(f"size: {size!r} is not allowed; use {', '.join(TARGET_SIZES)}")
     if judge not in EXERCISE_JUDGE:
-        raise ValueError(f"judge: unknown value {judge!r}; allowed: {', '.join(EXERCISE_JUDGE)}")
+        raise ValueError(f"judge: {judge!r} is not allowed; use {', '.join(EXERCISE_JUDGE)}")
     was_training = model.training
     ratio = _size_of(model, size, input_size) / (_size_of(model, "params", input_size) if size == "trainable"
                                                   else _size_of(reference, size, input_size))

@@ -54,7 +54,7 @@ def load_corpus_ids(name: str, tokenizer, *, data_dir: str | os.PathLike | None 
     (``coursekit.downloads``: WikiText-2 from the hub, Tiny Shakespeare from its raw file). Raises ValueError for an
     unknown name, FileNotFoundError saying where it looked and what it tried."""
     if name not in CORPORA:
-        raise ValueError(f"corpus: unknown value {name!r}; allowed: {', '.join(CORPORA)}")
+        raise ValueError(f"corpus: {name!r} is not allowed; use {', '.join(CORPORA)}")
     c = CORPORA[name]
     path = corpus_folder(c.folder, data_dir) / c.file
     text = path.read_text(encoding="utf-8")

@@ -99,7 +99,7 @@ def locate_model(role: str, model_source: str = "auto") -> ModelLocation:
     folder; FileNotFoundError for a folder without a model.
     """
     if role not in SPECS:
-        raise ValueError(f"role: unknown value {role!r}; allowed: {', '.join(SPECS)}")
+        raise ValueError(f"role: {role!r} is not allowed; use {', '.join(SPECS)}")
     spec = SPECS[role]
     if not isinstance(model_source, (str, os.PathLike)) or not str(model_source):
         raise ValueError(f"model_source: {model_source!r} is not allowed; use 'auto', 'hub' or a folder path")
@@ -115,7 +115,7 @@ def locate_model(role: str, model_source: str = "auto") -> ModelLocation:
     folder = Path(source).expanduser()
     if folder.is_dir():
         return _folder_location(folder, spec)
-    raise ValueError(f"model_source: unknown value {source!r}; allowed: 'auto' (offline copy, else the hub), 'hub' "
+    raise ValueError(f"model_source: {source!r} is not allowed; use 'auto' (offline copy, else the hub), 'hub' "
                      f"({spec.hub_id}) or the path of an existing folder")
 
 

@@ -325,13 +325,13 @@ def profile_name(profile: str = "auto") -> str:
     """The profile ``profile`` stands for: itself, or for "auto" $COURSEKIT_PROFILE when set, else "gpu" when CUDA is
     available and "cpu" when not. ValueError for an unknown name."""
     if profile not in PROFILE_NAMES:
-        raise ValueError(f"profile: unknown value {profile!r}; allowed: {', '.join(PROFILE_NAMES)}")
+        raise ValueError(f"profile: {profile!r} is not allowed; use {', '.join(PROFILE_NAMES)}")
     if profile != "auto":
         return profile
     env = os.environ.get("COURSEKIT_PROFILE", "").strip()
     if env:
         if env not in PROFILES:
-            raise ValueError(f"COURSEKIT_PROFILE: unknown value {env!r}; allowed: {', '.join(PROFILES)}")
+            raise ValueError(f"COURSEKIT_PROFILE: {env!r} is not allowed; use {', '.join(PROFILES)}")
         return env
     return "gpu" if _cuda_available() else "cpu"
 

@@ -102,7 +102,7 @@ def prune_by_magnitude(model: nn.Module, sparsity: float, *, scope: str = "layer
     """
     sparsity = validate_fraction("sparsity", sparsity)
     if scope not in ("layer", "global"):
-        raise ValueError(f"scope: unknown value {scope!r}; allowed: layer, global")
+        raise ValueError(f"scope: {scope!r} is not allowed; use layer, global")
     chosen = _resolve_layers(model, layers)
     # torch's pruning methods view the weight as 1-D, which fails for channels_last weights
     model.to(memory_format=torch.contiguous_format)
@@ -160,7 +160,7 @@ def update_masks(model: nn.Module, sparsity: float, *, scope: str = "layer", lay
         for n, m in chosen.items():
             m.weight_mask.copy_(magnitude_mask(effective[n], sparsity))
     else:
-        raise ValueError(f"scope: unknown value {scope!r}; allowed: layer, global")
+        raise ValueError(f"scope: {scope!r} is not allowed; use layer, global")
     detach_masked_weights(model)  # what the pre-hook would compute at the next forward
 
 
@@ -368,7 +368,7 @@ def channel_groups(model: nn.Module, scope: str = "inner") -> dict[str, ChannelG
     (an ``nn.Sequential`` of conv and BN) starts a new stream.
     """
     if scope not in ("inner", "stream", "all"):
-        raise ValueError(f"scope: unknown value {scope!r}; allowed: inner, stream, all")
+        raise ValueError(f"scope: {scope!r} is not allowed; use inner, stream, all")
     stages = [(n, getattr(model, n)) for n in ("layer1", "layer2", "layer3", "layer4") if hasattr(model, n)]
     if not stages or not hasattr(model, "fc"):
         raise ValueError("channel_groups: expected a ResNet with layer1..layerN stages of residual blocks and an fc")
@@ -478,7 +478,7 @@ def prune_channels(model: nn.Module, ratios, *, importance=l1_filter_importance,
         plan = dict(ratios)
     else:
         if scope not in ("inner", "stream", "all"):
-            raise ValueError(f"scope: unknown value {scope!r}; allowed: inner, stream, all")
+            raise ValueError(f"scope: {scope!r} is not allowed; use inner, stream, all")
         plan = {n: ratios for n, g in groups.items() if scope == "all" or g.kind == scope}
     counts = {n: channels_to_keep(groups[n].channels, r, round_to, n) for n, r in plan.items()}  # all checked first
     new = copy.deepcopy(model)

@@ -45,7 +45,7 @@ def validate_sparsity_args(sparsity, pattern: str, method: str) -> None:
     fraction("sparsity", sparsity)
     parse_pattern(pattern)
     if not callable(method) and method not in SPARSITY_METHODS:
-        raise ValueError(f"method: unknown value {method!r}; allowed: {', '.join(SPARSITY_METHODS)} or a function")
+        raise ValueError(f"method: {method!r} is not allowed; use {', '.join(SPARSITY_METHODS)} or a function")
 
 
 def wanda_scores(weight: torch.Tensor, norms: torch.Tensor | None) -> torch.Tensor:

@@ -66,7 +66,7 @@ TASKS = {
 def validate_task(task: str) -> TextTask:
     """The TextTask called ``task``; ValueError naming the allowed tasks otherwise."""
     if task not in TASKS:
-        raise ValueError(f"task: unknown value {task!r}; allowed: {', '.join(TASKS)}")
+        raise ValueError(f"task: {task!r} is not allowed; use {', '.join(TASKS)}")
     return TASKS[task]
 
 

@@ -41,7 +41,7 @@ def hidden_state_loss(student_hidden, teacher_hidden, mask: torch.Tensor, layer_
         scalar, averaged over the mapped layers.
     """
     if kind not in ("cosine", "mse"):
-        raise ValueError(f"kind: unknown value {kind!r}; allowed: cosine, mse")
+        raise ValueError(f"kind: {kind!r} is not allowed; use cosine, mse")
     if not layer_map:
         raise ValueError("layer_map: give at least one {student layer: teacher layer} pair")
     m = mask.bool()

@@ -53,7 +53,7 @@ class TextClassifier(nn.Module):
                  dropout: float = 0.1):
         super().__init__()
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling: unknown value {pooling!r}; allowed: {', '.join(POOLINGS)}")
+            raise ValueError(f"pooling: {pooling!r} is not allowed; use {', '.join(POOLINGS)}")
         integer("num_classes", num_classes, lo=2)
         if pooling == "cls_pooler" and getattr(encoder, "pooler", None) is None:
             raise ValueError("pooling: 'cls_pooler' needs an encoder with a pooler layer")

@@ -44,9 +44,9 @@ def _validate_fit_args(epochs, lr, optimizer, schedule, label_smoothing, weight_
     if not lr > 0:
         raise ValueError(f"lr: {lr!r} is not allowed; use a positive number")
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer: unknown value {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        raise ValueError(f"optimizer: {optimizer!r} is not allowed; use {', '.join(OPTIMIZERS)}")
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule: unknown value {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        raise ValueError(f"schedule: {schedule!r} is not allowed; use {', '.join(SCHEDULES)}")
     fraction("label_smoothing", label_smoothing)
     if weight_decay < 0:
         raise ValueError(f"weight_decay: {weight_decay!r} is not allowed; use a number >= 0")

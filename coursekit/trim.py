@@ -60,7 +60,7 @@ def remove_blocks(model: nn.Module, names, *, downsampling: str = "error") -> nn
     if len(set(names)) != len(names):
         raise ValueError(f"blocks: {names} names a block twice")
     if downsampling not in ("error", "projection"):
-        raise ValueError(f"downsampling: unknown value {downsampling!r}; allowed: error, projection")
+        raise ValueError(f"downsampling: {downsampling!r} is not allowed; use error, projection")
     shaped = [n for n in names if block_changes_shape(model.get_submodule(n))]
     if shaped and downsampling == "error":
         raise ValueError(f"blocks: {shaped} change the tensor's shape (stride or channels) and cannot be replaced by the "

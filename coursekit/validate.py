@@ -1,8 +1,8 @@
 """One way to refuse a bad argument, with one message: ``name: value is not allowed; use ...``.
 
 Every public function of the package checks what a user can pass it before any work starts, through these helpers,
-so every refusal reads the same and names the parameter, the value and what is allowed. Choices among names read
-``name: unknown value 'x'; allowed: a, b``. Notebooks call the public validators of the modules (``validate_*``).
+so every refusal reads the same and names the parameter, the value and what is allowed (choices among names too:
+``name: 'x' is not allowed; use a, b``). Notebooks call the public validators of the modules (``validate_*``).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def fraction(name: str, value) -> float:
 
 
 def one_of(name: str, value, allowed):
-    """``value`` when it is one of ``allowed``; else ValueError("name: unknown value 'x'; allowed: a, b")."""
+    """``value`` when it is one of ``allowed``; else ValueError("name: 'x' is not allowed; use a, b")."""
     if value not in allowed:
-        raise ValueError(f"{name}: unknown value {value!r}; allowed: {', '.join(map(str, allowed))}")
+        raise ValueError(f"{name}: {value!r} is not allowed; use {', '.join(map(str, allowed))}")
     return value

@@ -63,7 +63,7 @@ def test_bad_arguments(tmp_path, kwargs, match, imagefolder):
 
 
 def test_bad_folders(tmp_path, imagefolder):
-    with pytest.raises(ValueError, match="dataset: unknown value 'mnist'"):
+    with pytest.raises(ValueError, match="dataset: 'mnist' is not allowed"):
         parse_dataset("mnist")
     no_train = tmp_path / "a"
     (no_train / "test" / "x").mkdir(parents=True)

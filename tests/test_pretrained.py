@@ -16,9 +16,9 @@ REVISION = "1110a243fb5b9ad5b4fa1a7ac2d3a0a7ec2fb27f"  # any 40-hex commit name 
 
 
 def test_unknown_sources_and_roles_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="model_source: unknown value 'hubb'; allowed: 'auto'"):
+    with pytest.raises(ValueError, match="model_source: 'hubb' is not allowed; use 'auto'"):
         locate_model("encoder", "hubb")
-    with pytest.raises(ValueError, match="role: unknown value 'vision'"):
+    with pytest.raises(ValueError, match="role: 'vision' is not allowed"):
         locate_model("vision")
     with pytest.raises(FileNotFoundError, match="holds no model"):
         locate_model("encoder", str(tmp_path))
