@@ -21,13 +21,13 @@ course: $(STAMP)
 # executed as committed by nbval; every other chapter runs once, with non-default parameters, in tests/test_notebooks.py
 NBVAL_NOTEBOOKS := notebooks/00_baseline.ipynb notebooks/02_knowledge_distillation.ipynb
 
-## test: unit tests; notebook tests on two workers (papermill with non-default parameters on the smoke profile, and the
-## newcomer's fresh clone running the whole course with the gpu profile's configuration, dry run); nbval lax on the
+## test: unit tests; notebook tests (papermill with non-default parameters on the smoke profile, and the newcomer's
+## fresh clone running the whole course with the gpu profile's configuration, dry run); nbval lax on the
 ## smoke profile; then the browser test (JupyterLab driven by headless Chromium; skipped outside CI when chromium is
 ## absent: make browser-deps). Each phase prints its slowest tests: CI time is a budget.
 test: $(STAMP)
 	$(PY) -m pytest -q --timeout=600 --durations=8 -m "not browser and not notebook" tests
-	$(PY) -m pytest -q --timeout=1500 --durations=12 -n 2 -m "notebook and not browser" tests
+	$(PY) -m pytest -q --timeout=1500 --durations=12 -m "notebook and not browser" tests
 	runs=$$(mktemp -d) && COURSEKIT_PROFILE=smoke COURSEKIT_RUNS_BASE=$$runs $(PY) -m pytest -q --nbval-lax \
 		--nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		-p no:cacheprovider $(NBVAL_NOTEBOOKS); \

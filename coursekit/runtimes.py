@@ -15,10 +15,10 @@ MEASURED = {
         "machine": "2-core development machine (AMD EPYC, 24 GiB, no GPU)",
         "source": "each committed notebook's printed wall time (one cpu-profile run per chapter, reused models "
                   "included: 01's source model and 02's teacher come from 00's run dir)",
-        "seconds": {"00_baseline": 180, "01_transfer_learning": 180, "02_knowledge_distillation": 365,
-                    "03_pruning_unstructured": 226, "04_pruning_structured": 178, "05_layer_trimming": 310,
-                    "06_pipeline": 354, "07_transformer_transfer": 278, "08_transformer_distillation": 286,
-                    "09_transformer_pruning": 287, "10_llm_compression": 324},
+        "seconds": {"00_baseline": 198, "01_transfer_learning": 198, "02_knowledge_distillation": 412,
+                    "03_pruning_unstructured": 272, "04_pruning_structured": 180, "05_layer_trimming": 312,
+                    "06_pipeline": 356, "07_transformer_transfer": 279, "08_transformer_distillation": 272,
+                    "09_transformer_pruning": 324, "10_llm_compression": 415},
     },
     "smoke": {
         "machine": "2-core development machine (AMD EPYC, 24 GiB, no GPU)",
