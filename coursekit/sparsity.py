@@ -146,12 +146,18 @@ def apply_sparsity(model: nn.Module, *, method: str, sparsity: float = 0.5, patt
     zeros = total = 0
     for name, lin in prunable_linears(model).items():
         layer_norms = None if score is magnitude_scores or norms is None else norms[name]
-        mask = sparsity_mask(lin.weight, layer_norms, sparsity, pattern, score)
-        torch_prune.custom_from_mask(lin, "weight", mask.to(lin.weight.device))
-        torch_prune.remove(lin, "weight")
-        zeros += int((~mask).sum())
-        total += mask.numel()
+        z, t = _prune_linear(lin, layer_norms, sparsity, pattern, score)
+        zeros, total = zeros + z, total + t
     return {"zeros": zeros, "total": total, "sparsity": zeros / max(total, 1)}
+
+
+def _prune_linear(lin: nn.Linear, norms, sparsity: float, pattern: str, score) -> tuple[int, int]:
+    """Zero ``lin``'s weights by ``sparsity_mask`` through ``torch.nn.utils.prune`` (made permanent at once).
+    Returns (weights zeroed, weights in the layer)."""
+    mask = sparsity_mask(lin.weight, norms, sparsity, pattern, score)
+    torch_prune.custom_from_mask(lin, "weight", mask.to(lin.weight.device))
+    torch_prune.remove(lin, "weight")
+    return int((~mask).sum()), mask.numel()
 
 
 class _Captured(Exception):
@@ -203,12 +209,8 @@ def apply_sparsity_layerwise(model: nn.Module, ids: torch.Tensor, *, method="wan
             for h in hooks:
                 h.remove()
         for n, lin in linears.items():
-            norms = None if score is magnitude_scores else sq[n].sqrt()
-            mask = sparsity_mask(lin.weight, norms, sparsity, pattern, score)
-            torch_prune.custom_from_mask(lin, "weight", mask.to(lin.weight.device))
-            torch_prune.remove(lin, "weight")
-            zeros += int((~mask).sum())
-            total += mask.numel()
+            z, t = _prune_linear(lin, None if score is magnitude_scores else sq[n].sqrt(), sparsity, pattern, score)
+            zeros, total = zeros + z, total + t
         caught = [(_first_output(layer(hidden, **kwargs)), kwargs) for hidden, kwargs in caught]
     return {"zeros": zeros, "total": total, "sparsity": zeros / max(total, 1)}
 

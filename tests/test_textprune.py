@@ -139,16 +139,19 @@ def test_bad_input_is_refused_before_any_work(tiny_classifier):
     assert layer_shapes(model) == [{"heads": 4, "ffn": 32}] * 3  # nothing was changed by the refused calls
 
 
-def test_layer_similarity_matches_the_hidden_states_and_ignores_padding(tiny_classifier, token_batches):
-    model = tiny_classifier(layers=3)
-    batches = token_batches(2)
-
+def _run_masked(model):
+    """run(batch) for ``layer_similarity``: the classifier on the batch's tokens, padding (id 0) masked out."""
     def run(batch):
         model(batch[0])
         return batch[0].ne(0)
+    return run
 
+
+def test_layer_similarity_matches_the_hidden_states_and_ignores_padding(tiny_classifier, token_batches):
+    model = tiny_classifier(layers=3)
+    batches = token_batches(2)
     with torch.inference_mode():
-        sim = layer_similarity(encoder_layers(model), run, batches)
+        sim = layer_similarity(encoder_layers(model), _run_masked(model), batches)
         ref_bi, ref_ang, n = [0.0] * 3, [0.0] * 3, 0
         for x, _ in batches:
             hs = model.encoder(input_ids=x, attention_mask=x.ne(0).long(), output_hidden_states=True).hidden_states
@@ -188,13 +191,8 @@ def test_block_angular_scores_are_gromovs_last_token_distances(tiny_classifier, 
     against the encoder's own hidden states (x^(0) the embeddings, x^(k) layer k's output)."""
     model = tiny_classifier(layers=3)
     batches = token_batches(2)
-
-    def run(batch):
-        model(batch[0])
-        return batch[0].ne(0)
-
     with torch.inference_mode():
-        sim = layer_similarity(encoder_layers(model), run, batches)
+        sim = layer_similarity(encoder_layers(model), _run_masked(model), batches)
         ref = {n: [0.0] * (4 - n) for n in (1, 2)}
         count = 0
         for x, _ in batches:
