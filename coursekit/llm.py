@@ -227,8 +227,11 @@ def heal_with_kd(student: nn.Module, teacher: nn.Module, ids: torch.Tensor, *, s
 def linear_macs_per_token(model: nn.Module) -> int:
     """Multiply-accumulates of all linear layers for one token (attention projections, MLP, lm_head): the cost a
     decode step pays per token apart from attending over the cache. Zeros count: sparse weights are still
-    multiplied by a dense kernel."""
-    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    multiplied by a dense kernel. Quantized linear layers (``weightquant``'s, PyTorch's int8 ones) count the same
+    products, at their own precision: any module with ``in_features`` and ``out_features`` and a weight."""
+    return sum(m.in_features * m.out_features for m in model.modules()
+               if isinstance(m, nn.Linear) or (hasattr(m, "in_features") and hasattr(m, "out_features")
+                                               and (hasattr(m, "weight") or hasattr(m, "codes"))))
 
 
 @torch.inference_mode()

@@ -38,8 +38,28 @@ __all__ = [
 
 
 def count_params(model: nn.Module) -> int:
-    """Number of parameters (pruning masks' ``weight_orig`` counted once)."""
-    return sum(p.numel() for p in model.parameters())
+    """Number of parameters (pruning masks' ``weight_orig`` counted once), weights stored quantized included
+    (``weightquant.QuantizedLinear`` keeps its weight as codes in buffers, PyTorch's quantized modules in packed
+    parameters: both counted as the weights they stand for)."""
+    return sum(p.numel() for p in model.parameters()) + _quantized_weights(model)
+
+
+def _quantized_layers(model: nn.Module):
+    """(module, its dequantized weight (a function), its bias or None) for every layer whose weight is kept outside
+    ``parameters()``: our packed layers (``weight_numel``) and PyTorch's quantized modules (``torch.ao.nn.quantized``
+    and the fused ``torch.ao.nn.intrinsic.quantized``: ``weight()`` and ``bias()`` are methods there)."""
+    for m in model.modules():
+        if hasattr(m, "weight_numel"):
+            yield m, m.dequantized_weight, None
+        elif (type(m).__module__.startswith("torch.ao.nn") and "quantized" in type(m).__module__
+              and callable(getattr(m, "weight", None))):
+            bias = m.bias() if callable(getattr(m, "bias", None)) else None
+            yield m, lambda m=m: m.weight().dequantize(), bias
+
+
+def _quantized_weights(model: nn.Module) -> int:
+    return sum(int(m.weight_numel) if hasattr(m, "weight_numel") else m.weight().numel() + (0 if b is None else b.numel())
+               for m, _, b in _quantized_layers(model))
 
 
 def count_nonzero_params(model: nn.Module) -> int:
@@ -54,6 +74,8 @@ def count_nonzero_params(model: nn.Module) -> int:
             if name.endswith("_orig") and hasattr(module, name[: -len("_orig")] + "_mask"):
                 p = getattr(module, name[: -len("_orig")])  # the masked weight
             total += int(torch.count_nonzero(p.detach()))
+    for _, weight, bias in _quantized_layers(model):  # weights stored quantized: non-zero after dequantization
+        total += int(torch.count_nonzero(weight())) + (0 if bias is None else int(torch.count_nonzero(bias)))
     return total
 
 
@@ -138,7 +160,8 @@ def state_dict_bytes(model: nn.Module, fast: bool = False) -> dict:
     times faster and within 0.1% of gzip -6's size (float mantissas have no repeats for LZ77 to find); Part 2's
     large models use it."""
     buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    # a quantized module's state dict also holds packed weights and plain numbers (scales, zero points, dtypes)
+    torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}, buf)
     if fast:
         return {"raw": len(buf.getbuffer()), "gzip": _fast_gzip_size(buf)}
     raw = buf.getbuffer()

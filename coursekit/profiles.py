@@ -139,6 +139,10 @@ PROFILES: dict[str, dict] = {
         "llm_prompt_len": 32,  # 10: prefill latency prompt
         "llm_decode_tokens": 4,  # 10: tokens generated per decode timing
         "llm_gen_tokens": 8,  # 10: tokens of each sample continuation
+        "quant_calib_batches": 2,  # 11: batches of training images that calibrate static int8 ranges
+        "quant_qat_epochs": 1,  # 11: quantization-aware fine-tuning epochs (and the same-schedule float control)
+        "quant_llm_eval_tokens": 256,  # 11: WikiText-2 test tokens behind every scheme's float32 perplexity (None: all)
+        "quant_awq_grid": 3,  # 11: values of alpha in [0, 1] that AWQ's scale search tries per layer
     },
     "cpu": {
         **SHARED,
@@ -223,6 +227,10 @@ PROFILES: dict[str, dict] = {
         "llm_prompt_len": 256,  # 10: prefill latency prompt
         "llm_decode_tokens": 32,  # 10: tokens generated per decode timing
         "llm_gen_tokens": 30,  # 10: tokens of each sample continuation
+        "quant_calib_batches": 8,  # 11: batches of training images that calibrate static int8 ranges
+        "quant_qat_epochs": 2,  # 11: quantization-aware fine-tuning epochs (and the same-schedule float control)
+        "quant_llm_eval_tokens": 2048,  # 11: WikiText-2 test tokens behind every scheme's float32 perplexity (None: all)
+        "quant_awq_grid": 21,  # 11: values of alpha in [0, 1] that AWQ's scale search tries per layer
     },
     "gpu": {
         **SHARED,
@@ -306,6 +314,10 @@ PROFILES: dict[str, dict] = {
         "llm_prompt_len": 256,  # 10: prefill latency prompt
         "llm_decode_tokens": 64,  # 10: tokens generated per decode timing
         "llm_gen_tokens": 40,  # 10: tokens of each sample continuation
+        "quant_calib_batches": 16,  # 11: batches of training images that calibrate static int8 ranges
+        "quant_qat_epochs": 5,  # 11: quantization-aware fine-tuning epochs (and the same-schedule float control)
+        "quant_llm_eval_tokens": None,  # 11: WikiText-2 test tokens behind every scheme's float32 perplexity (None: all)
+        "quant_awq_grid": 21,  # 11: values of alpha in [0, 1] that AWQ's scale search tries per layer
     },
 }
 PROFILE_NAMES = ("smoke", "cpu", "gpu", "auto")
@@ -382,5 +394,6 @@ DRY_RUN_CAPS: dict = {
     "text_latency_batch": 2, "text_latency_seq": 16,
     "llm_eval_tokens": 256, "llm_calib_tokens": 256, "llm_heal_tokens": 4096, "llm_heal_batch": 2, "llm_heal_seq": 64,
     "llm_prompt_len": 32, "llm_decode_tokens": 4, "llm_gen_tokens": 8,
+    "quant_calib_batches": 2, "quant_llm_eval_tokens": 256, "quant_awq_grid": 3,
     "exercise_judge": "size",  # a few steps of training: accuracies mean nothing, the profile's sizes still count
 }

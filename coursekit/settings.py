@@ -191,6 +191,10 @@ class Profile:
     llm_prompt_len: int = positive_int()
     llm_decode_tokens: int = positive_int()
     llm_gen_tokens: int = positive_int()
+    quant_calib_batches: int = positive_int()
+    quant_qat_epochs: int = positive_int()
+    quant_llm_eval_tokens: int | None = positive_int_or_all()
+    quant_awq_grid: int = positive_int()
     name: str = "custom"
     dry_run: dict | None = None
 

@@ -268,7 +268,8 @@ def predict_logits(model: nn.Module, batches, *, amp: str = "auto", tta: bool = 
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    # a quantized model (PyTorch's int8 modules) keeps its weights in packed form, with no parameters: the CPU
+    device = next(iter(model.parameters()), torch.empty(0)).device
     dtype = autocast_dtype(device, amp)
     forward = FlipTTA(model) if tta else model
     outs, ys = [], []

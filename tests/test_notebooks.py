@@ -196,6 +196,13 @@ CHAPTER_PARAMS = {
                                    and abs(r["extra"]["sparsity"] - 0.3) < 0.01 for r in recs)
                            and all(r["task"] == "wikitext2" and r["accuracy"] is None and r["perplexity"] > 1
                                    and "cpu_decode_tok" in r["latency_ms"] for r in recs)),
+    "11_quantization": ({"qat_bits": 2, "llm_bits": 4, "llm_group_size": 32, "keep_fraction": 0.02},
+                        lambda recs: any(r["model"] == "cnn_qat2" and r["extra"]["bits"] == 2 for r in recs)
+                        and any(r["model"] == "smollm2_awq4_group32" and r["extra"]["granularity"] == "group32"
+                                and r["extra"]["bits"] == 4 for r in recs)
+                        and all({"bits", "scheme", "runtime", "precision"} <= set(r["extra"]) for r in recs)
+                        and {r["task"] for r in recs if r.get("task")} == {"sst2", "wikitext2"}
+                        and all(r["params"] > 0 and r["size_bytes"] > 0 for r in recs)),
     "06_pipeline": ({"temperature": 2.0, "blocks_to_remove": 0},
                     lambda recs: {r["stage"] for r in recs} == {"base", "transfer", "distill", "prune", "trim"}
                     and any(r["extra"].get("temperature") == 2.0 for r in recs)
@@ -274,6 +281,10 @@ def test_papermill_sees_every_parameter(path):
     ("06_pipeline", {"channel_ratio": 1.0}, "channel_ratio: 1.0 is not allowed; use a number in [0, 1)"),
     ("06_pipeline", {"blocks_to_remove": 2}, "blocks_to_remove: 2 is not allowed; use an integer from 0 to 1"),
     ("06_pipeline", {"target_classes": ["dog", "deer"]}, "source_classes and target_classes overlap: ['deer']"),
+    ("11_quantization", {"qat_bits": 5}, "qat_bits: 5 is not allowed; use 2, 3, 4, 8"),
+    ("11_quantization", {"llm_bits": 1}, "llm_bits: 1 is not allowed"),
+    ("11_quantization", {"llm_group_size": 128}, "llm_group_size: 128 is not allowed; use a divisor of both 576 and 1536"),
+    ("11_quantization", {"keep_fraction": 0.0}, "keep_fraction: 0.0 is not allowed"),
 ])
 def test_chapter_bad_input_fails_before_any_training(tmp_path, stem, params, message, setup_cells_runner):
     path = NOTEBOOKS[0].parent / f"{stem}.ipynb"
@@ -298,7 +309,7 @@ def test_bad_parameters_fail_with_one_clear_error(tmp_path, params, message, set
 def test_notebook_list_matches_the_design():
     design = ["00_baseline", "01_transfer_learning", "02_knowledge_distillation", "03_pruning_unstructured",
               "04_pruning_structured", "05_layer_trimming", "06_pipeline", "07_transformer_transfer",
-              "08_transformer_distillation", "09_transformer_pruning", "10_llm_compression"]
+              "08_transformer_distillation", "09_transformer_pruning", "10_llm_compression", "11_quantization"]
     assert [p.stem for p in NOTEBOOKS] == design, "every chapter of the design, and no other, in course order"
 
 
