@@ -6,7 +6,20 @@ from __future__ import annotations
 
 from collections import Counter
 
-__all__ = ["fail", "reset_hints"]
+from .settings import EXERCISE_JUDGE
+
+__all__ = ["fail", "reset_hints", "judged_note"]
+
+_JUDGED = {"all": "both targets judged", "size": "the size judged; the accuracy reported, not judged",
+           "none": "reported, not judged: the targets were set for CIFAR-10 on the cpu profile"}
+
+
+def judged_note(judge: str) -> str:
+    """What a numeric-target check judges under ``judge`` (the profile's ``exercise_judge``: "all", "size" or
+    "none"), as the last words of its report line; an unknown value is refused."""
+    if judge not in EXERCISE_JUDGE:
+        raise ValueError(f"judge: {judge!r} is not allowed; use {', '.join(EXERCISE_JUDGE)}")
+    return _JUDGED[judge]
 
 
 _HINTS_GIVEN: Counter = Counter()  # per hint ladder (its first step): how often it was shown in this kernel

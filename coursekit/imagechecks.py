@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .hints import fail
-from .profiles import EXERCISE_JUDGE
+from .hints import fail, judged_note
 
 __all__ = [
     "check_conv_params", "check_conv_macs", "check_accuracy", "check_ideal_speedup", "check_soften",
@@ -466,8 +465,7 @@ def check_target(model, *, reference, size: str, max_size: float, accuracy_of, r
     Returns {"size_ratio", "accuracy", "drop_points"}; raises AssertionError with a hint when a target is missed."""
     if size not in TARGET_SIZES:
         raise ValueError(f"size: {size!r} is not allowed; use {', '.join(TARGET_SIZES)}")
-    if judge not in EXERCISE_JUDGE:
-        raise ValueError(f"judge: {judge!r} is not allowed; use {', '.join(EXERCISE_JUDGE)}")
+    judged = judged_note(judge)
     was_training = model.training
     ratio = _size_of(model, size, input_size) / (_size_of(model, "params", input_size) if size == "trainable"
                                                   else _size_of(reference, size, input_size))
@@ -476,8 +474,6 @@ def check_target(model, *, reference, size: str, max_size: float, accuracy_of, r
     drop = 100 * (reference_accuracy - accuracy)
     what = {"params": "parameters", "nonzero": "non-zero parameters", "macs": "MACs",
             "trainable": "parameters trained"}[size]
-    judged = {"all": "both targets judged", "size": "the size judged; the accuracy reported, not judged",
-              "none": "reported, not judged: the targets were set for CIFAR-10 on the cpu profile"}[judge]
     print(f"size: {what} {ratio:.1%} of the reference (target <= {max_size:.1%}) | accuracy {accuracy:.2%} against "
           f"{reference_accuracy:.2%}: {-drop:+.2f} points (target >= {-max_drop:+.2f}) | {judged}")
     if judge != "none" and ratio > max_size + 1e-12:

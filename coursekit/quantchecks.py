@@ -10,7 +10,7 @@ import copy
 import torch
 from torch import nn
 
-from .hints import fail
+from .hints import fail, judged_note
 from .quantize import BITS, fake_quantize
 
 __all__ = ["check_quantize_symmetric", "check_fold_batchnorm", "check_centroid_update", "check_bit_plan",
@@ -104,6 +104,7 @@ def check_bit_plan(model: nn.Module, plan: dict[str, int], *, accuracy_of, refer
     float32 bytes and lose at most ``max_drop`` points of ``accuracy_of`` (validation split) against
     ``reference_accuracy``. ``judge``: "all", "size" or "none" (the profile's ``exercise_judge``). Unknown layer
     names and unsupported bits are refused first. Returns {"bytes_ratio", "accuracy", "drop_points"}."""
+    judged = judged_note(judge)
     layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     unknown = sorted(set(plan) - set(layers))
     if unknown:
@@ -119,8 +120,6 @@ def check_bit_plan(model: nn.Module, plan: dict[str, int], *, accuracy_of, refer
     stored, floats = plan_weight_bytes(model, plan)
     ratio, accuracy = stored / floats, float(accuracy_of(quantized))
     drop = 100 * (reference_accuracy - accuracy)
-    judged = {"all": "both targets judged", "size": "the size judged; the accuracy reported, not judged",
-              "none": "reported, not judged: the targets were set for CIFAR-10 on the cpu profile"}[judge]
     print(f"weights {stored:,} bytes, {ratio:.1%} of float32 (target <= {max_bytes_ratio:.1%}) | validation accuracy "
           f"{accuracy:.2%} against {reference_accuracy:.2%}: {-drop:+.2f} points (target >= {-max_drop:+.2f}) | {judged}")
     if judge != "none" and ratio > max_bytes_ratio + 1e-12:
