@@ -228,7 +228,7 @@ PROFILES: dict[str, dict] = {
         "llm_decode_tokens": 32,  # 10: tokens generated per decode timing
         "llm_gen_tokens": 30,  # 10: tokens of each sample continuation
         "quant_calib_batches": 8,  # 11: batches of training images that calibrate static int8 ranges
-        "quant_qat_epochs": 2,  # 11: quantization-aware fine-tuning epochs (and the same-schedule float control)
+        "quant_qat_epochs": 1,  # 11: quantization-aware fine-tuning epochs (and the same-schedule float control)
         "quant_llm_eval_tokens": 2048,  # 11: WikiText-2 test tokens behind every scheme's float32 perplexity (None: all)
         "quant_awq_grid": 21,  # 11: values of alpha in [0, 1] that AWQ's scale search tries per layer
     },

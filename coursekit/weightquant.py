@@ -229,17 +229,16 @@ def awq_search(model: nn.Module, stats: dict, *, bits: int, group_size: int | No
     for name, lin in _linears(model, skip).items():
         w, st = lin.weight.detach().float(), stats[name]
         sx = st["mean_abs"].clamp_min(1e-8)
-        best = None
-        for a in alphas:
+        best, errors = None, {}
+        for a in dict.fromkeys((0.0, *alphas)):  # alpha 0 (s = 1) is round-to-nearest: always measured
             s = sx ** a
             s = s / (s.max() * s.min()).sqrt()
             w_hat = dequantize(quantize(w * s, bits, symmetric=symmetric, granularity=granularity,
                                         group_size=group_size)) / s
-            err = _output_error(w, w_hat, st["gram"])
-            if a == 0:
-                rtn = err
-            if best is None or err < best[0]:
-                best = (err, a, s)
+            errors[a] = _output_error(w, w_hat, st["gram"])
+            if a in alphas and (best is None or errors[a] < best[0]):
+                best = (errors[a], a, s)
+        rtn = errors[0.0]
         out["scales"][name], out["alpha"][name] = best[2], best[1]
         out["error"][name] = (rtn, best[0])
     return out

@@ -35,10 +35,13 @@ def _exercise(source):
     return compile(tree, "exercise", "exec")
 
 
+TARGET_CHECKS = ("checks.check_target(", "checks.check_bit_plan(")
+
+
 def _is_target(source: str) -> bool:
-    """A numeric-target exercise (``checks.check_target``) judges a model the chapter trains: the notebook tests run
-    it (smoke profile), a unit test cannot."""
-    return "checks.check_target(" in source
+    """A numeric-target exercise (``checks.check_target``, chapter 11's ``checks.check_bit_plan``) judges a model
+    the chapter trains: the notebook tests run it (smoke profile), a unit test cannot."""
+    return any(check in source for check in TARGET_CHECKS)
 
 
 def _solution_cells(path):
