@@ -45,7 +45,7 @@ def fold_batchnorms(model: nn.Module) -> tuple[nn.Module, int]:
     folded = 0
     for module in model.modules():
         children = list(module.named_children())
-        for (name_a, a), (name_b, b) in zip(children, children[1:]):
+        for (name_a, a), (name_b, b) in zip(children, children[1:], strict=False):  # consecutive pairs
             if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
                 setattr(module, name_a, fold_conv_bn(a, b))
                 setattr(module, name_b, nn.Identity())

@@ -23,8 +23,8 @@ from torch import nn
 
 from .quantize import QTensor, dequantize, pack_int4, quantize, unpack_int4, validate_quant_args
 
-__all__ = ["QuantizedLinear", "Int8KernelLinear", "use_int8_kernel", "quantize_linears", "linear_inputs_stats", "awq_search", "keep_channels_float",
-           "AWQ_ALPHAS"]
+__all__ = ["QuantizedLinear", "Int8KernelLinear", "use_int8_kernel", "quantize_linears", "linear_inputs_stats",
+           "awq_search", "keep_channels_float", "AWQ_ALPHAS"]
 
 AWQ_ALPHAS = tuple(i / 10 for i in range(11))  # the grid of alpha in s = s_x^alpha (0: RTN)
 
