@@ -45,21 +45,21 @@ def count_params(model: nn.Module) -> int:
 
 
 def _quantized_layers(model: nn.Module):
-    """(module, its dequantized weight (a function), its bias or None) for every layer whose weight is kept outside
-    ``parameters()``: our packed layers (``weight_numel``) and PyTorch's quantized modules (``torch.ao.nn.quantized``
-    and the fused ``torch.ao.nn.intrinsic.quantized``: ``weight()`` and ``bias()`` are methods there)."""
+    """(weights it stands for, its dequantized weight (a function), its bias or None) for every layer whose weight
+    is kept outside ``parameters()``: our packed layers (``weight_numel``; their bias is a parameter) and PyTorch's
+    quantized modules (``torch.ao.nn.quantized`` and the fused ``torch.ao.nn.intrinsic.quantized``: ``weight()`` and
+    ``bias()`` are methods there)."""
     for m in model.modules():
         if hasattr(m, "weight_numel"):
-            yield m, m.dequantized_weight, None
+            yield int(m.weight_numel), m.dequantized_weight, None
         elif (type(m).__module__.startswith("torch.ao.nn") and "quantized" in type(m).__module__
               and callable(getattr(m, "weight", None))):
             bias = m.bias() if callable(getattr(m, "bias", None)) else None
-            yield m, lambda m=m: m.weight().dequantize(), bias
+            yield m.weight().numel(), lambda m=m: m.weight().dequantize(), bias
 
 
 def _quantized_weights(model: nn.Module) -> int:
-    return sum(int(m.weight_numel) if hasattr(m, "weight_numel") else m.weight().numel() + (0 if b is None else b.numel())
-               for m, _, b in _quantized_layers(model))
+    return sum(n + (0 if bias is None else bias.numel()) for n, _, bias in _quantized_layers(model))
 
 
 def count_nonzero_params(model: nn.Module) -> int:

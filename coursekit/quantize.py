@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .validate import refuse
+from .validate import integer, refuse
 
 __all__ = ["BITS", "GRANULARITIES", "QTensor", "validate_quant_args", "quantize", "dequantize", "fake_quantize",
            "fake_quantize_ste", "quantization_error", "pack_int4", "unpack_int4", "integer_linear"]
@@ -42,14 +42,6 @@ class QTensor:
     group_size: int | None
     shape: tuple
 
-    def stored_bytes(self, scale_bytes: int = 2) -> int:
-        """Bytes as stored: ``bits`` per code (4-bit codes packed two to a byte, 3- and 2-bit codes as the packed
-        bit count rounded up), plus one ``scale_bytes`` scale per group and, when asymmetric, one zero point of the
-        same width (GGUF stores its scale and minimum as float16: ``scale_bytes=2``)."""
-        codes = (self.q.numel() * self.bits + 7) // 8
-        meta = self.scale.numel() * scale_bytes * (1 if self.symmetric else 2)
-        return codes + meta
-
 
 def validate_quant_args(bits: int, granularity: str, group_size: int | None = None,
                         in_features: int | None = None) -> None:
@@ -61,8 +53,7 @@ def validate_quant_args(bits: int, granularity: str, group_size: int | None = No
     if granularity not in GRANULARITIES:
         refuse("granularity", granularity, ", ".join(GRANULARITIES))
     if granularity == "group":
-        if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 2:
-            refuse("group_size", group_size, "an integer >= 2 with granularity 'group'")
+        integer("group_size", group_size, lo=2, allowed="an integer >= 2 with granularity 'group'")
         if in_features is not None and in_features % group_size:
             raise ValueError(f"group_size: {group_size} does not divide the {in_features} input features; use a "
                              f"divisor of {in_features} (for example {_divisors(in_features)})")
