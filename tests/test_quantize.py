@@ -287,3 +287,13 @@ def test_weight_fake_quant_trains_through_the_rounding_and_bakes_in():
     assert model[0].parametrizations.weight.original.grad is not None
     remove_weight_fake_quant(model)
     assert isinstance(model[0].weight, nn.Parameter) and len(torch.unique(model[0].weight[0])) <= 3
+
+
+def test_nearest_centroid_by_binary_search_equals_the_distance_table_argmin():
+    from coursekit.codebook import _nearest  # noqa: PLC2701 (the private helper is what is tested)
+
+    torch.manual_seed(0)
+    centroids = torch.tensor([0.5, -1.0, 2.0, 0.5, 1.25])  # unsorted, with a duplicate: ties go to the lower index
+    w = torch.cat([torch.randn(10_000) * 2, centroids, torch.tensor([-0.25, 0.875, 1.625, -5.0, 9.0])])
+    expected = (w[:, None] - centroids[None]).abs().argmin(1)
+    assert torch.equal(_nearest(w, centroids), expected)
