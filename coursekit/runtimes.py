@@ -19,7 +19,7 @@ MEASURED = {
                     "03_pruning_unstructured": 272, "04_pruning_structured": 180, "05_layer_trimming": 312,
                     "06_pipeline": 356, "07_transformer_transfer": 279, "08_transformer_distillation": 272,
                     "09_transformer_pruning": 324, "10_llm_compression": 415,
-                    "11_quantization": 353},
+                    "11_quantization": 337},
     },
     "smoke": {
         "machine": "2-core development machine (AMD EPYC, 24 GiB, no GPU)",

@@ -13,7 +13,9 @@ Scaling those weight columns up by s (and the input down by s) before rounding p
 picks alpha per layer on a grid to minimise the layer's output error on that text; the error of a weight change
 dW over inputs X is ||dW X^T||^2 = tr(dW G dW^T) with G = X^T X, so only G is kept per layer. In a deployed model 1/s
 is folded into the operation before the layer (an RMSNorm's weight, or the previous linear's rows); here
-``QuantizedLinear`` keeps it as an ``input_scale`` buffer, one float per input feature.
+``QuantizedLinear`` keeps it as an ``input_scale`` buffer, one float per input feature. AWQ's second step, in its
+reference code, clips: each group's range max|w| is shrunk by the ratio (1.0 down to 0.55) that minimises that
+group's share of the output error, trading a few clipped outliers for a finer grid for all the other weights.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from torch import nn
 from .quantize import QTensor, dequantize, pack_int4, quantize, unpack_int4, validate_quant_args
 
 __all__ = ["QuantizedLinear", "Int8KernelLinear", "use_int8_kernel", "quantize_linears", "linear_inputs_stats",
-           "awq_search", "keep_channels_float", "AWQ_ALPHAS"]
+           "awq_search", "awq_clip_search", "clip_groups", "keep_channels_float", "AWQ_ALPHAS", "AWQ_CLIP_RATIOS",
+           "AWQ_NO_CLIP"]
 
 AWQ_ALPHAS = tuple(i / 10 for i in range(11))  # the grid of alpha in s = s_x^alpha (0: RTN)
+AWQ_CLIP_RATIOS = tuple(1 - i / 20 for i in range(10))  # AWQ's reference code: n_grid 20, max_shrink 0.5
+AWQ_NO_CLIP = ("q_proj", "k_proj")  # AWQ's reference code leaves queries and keys unclipped (q k^T multiplies errors)
 
 
 class QuantizedLinear(nn.Module):
@@ -52,11 +57,15 @@ class QuantizedLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, bits: int, symmetric: bool = True, granularity: str = "channel",
-                    group_size: int | None = None, input_scale: torch.Tensor | None = None) -> QuantizedLinear:
-        """Quantize ``linear``'s weight (times ``input_scale`` per input column, when given) to a new layer."""
+                    group_size: int | None = None, input_scale: torch.Tensor | None = None,
+                    clip_max: torch.Tensor | None = None) -> QuantizedLinear:
+        """Quantize ``linear``'s weight (times ``input_scale`` per input column, when given; then clipped to
+        +-``clip_max`` (out, groups) per group, when given: ``clip_groups``) to a new layer."""
         w = linear.weight.detach().float()
         if input_scale is not None:
             w = w * input_scale.to(w)
+        if clip_max is not None:
+            w = clip_groups(w, clip_max, group_size)
         qt = quantize(w, bits, symmetric=symmetric, granularity=granularity, group_size=group_size)
         layer = cls(linear.in_features, linear.out_features, bits=bits, symmetric=symmetric, granularity=granularity,
                     group_size=group_size, bias=linear.bias is not None, input_scale=input_scale is not None)
@@ -158,11 +167,13 @@ def _linears(model: nn.Module, skip) -> dict[str, nn.Linear]:
 
 @torch.no_grad()
 def quantize_linears(model: nn.Module, *, bits: int, symmetric: bool = True, granularity: str = "channel",
-                     group_size: int | None = None, skip=("lm_head",), input_scales: dict | None = None) -> dict:
+                     group_size: int | None = None, skip=("lm_head",), input_scales: dict | None = None,
+                     clip_max: dict | None = None) -> dict:
     """Replace every nn.Linear of ``model`` (names containing an entry of ``skip`` excluded: SmolLM2's lm_head is
     its token-embedding table, tied, and stays float) by a QuantizedLinear, in place. Every layer is checked before
     any is changed (a group size that does not divide a layer's input features is refused, never skipped).
-    ``input_scales`` {name: (in,)} applies AWQ's scaling. Returns {"layers": count, "weights": quantized weights,
+    ``input_scales`` {name: (in,)} applies AWQ's scaling, ``clip_max`` {name: (out, groups)} its clipping
+    (``awq_clip_search``; layers missing from it are not clipped). Returns {"layers": count, "weights": quantized weights,
     "stored_bytes": bytes of codes + scales + zeros as stored, "float_bytes": the same weights in float32}."""
     layers = _linears(model, skip)
     for name, lin in layers.items():
@@ -173,7 +184,8 @@ def quantize_linears(model: nn.Module, *, bits: int, symmetric: bool = True, gra
     stored = weights = 0
     for name, lin in layers.items():
         q = QuantizedLinear.from_linear(lin, bits=bits, symmetric=symmetric, granularity=granularity,
-                                        group_size=group_size, input_scale=(input_scales or {}).get(name))
+                                        group_size=group_size, input_scale=(input_scales or {}).get(name),
+                                        clip_max=(clip_max or {}).get(name))
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, q)
         weights += q.weight_numel
@@ -185,18 +197,23 @@ def quantize_linears(model: nn.Module, *, bits: int, symmetric: bool = True, gra
 def linear_inputs_stats(model: nn.Module, windows, *, skip=("lm_head",)) -> dict[str, dict]:
     """Run ``model`` on ``windows`` (a list of (1, T) token-id tensors) and collect, for every nn.Linear not
     skipped, its input's mean |x| per channel ("mean_abs", (in,)) and Gram matrix ("gram", G = X^T X (in, in),
-    float32) over all tokens; "tokens" counts them. One forward pass per window, hooks removed afterwards."""
+    float32) over all tokens; "tokens" counts them. One forward pass per window, hooks removed afterwards; layers
+    that read the same input tensor (queries, keys and values; gate and up) share one computation of its sums."""
     layers = _linears(model, skip)
     stats = {n: {"mean_abs": torch.zeros(m.in_features), "gram": torch.zeros(m.in_features, m.in_features),
                  "tokens": 0} for n, m in layers.items()}
 
+    last = {}  # the latest input and its sums: q/k/v (and gate/up) see the same tensor one after another
+
     def hook(name):
         def record(_module, args, _out):
-            x = args[0].detach().float().reshape(-1, args[0].shape[-1]).cpu()
+            if last.get("x") is not args[0]:
+                x = args[0].detach().float().reshape(-1, args[0].shape[-1]).cpu()
+                last.update(x=args[0], abs=x.abs().sum(0), gram=x.t() @ x, tokens=x.shape[0])
             s = stats[name]
-            s["mean_abs"] += x.abs().sum(0)
-            s["gram"] += x.t() @ x
-            s["tokens"] += x.shape[0]
+            s["mean_abs"] += last["abs"]
+            s["gram"] += last["gram"]
+            s["tokens"] += last["tokens"]
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
@@ -207,6 +224,7 @@ def linear_inputs_stats(model: nn.Module, windows, *, skip=("lm_head",)) -> dict
     finally:
         for h in handles:
             h.remove()
+        last.clear()
     for s in stats.values():
         s["mean_abs"] /= max(s["tokens"], 1)
     return stats
@@ -241,6 +259,60 @@ def awq_search(model: nn.Module, stats: dict, *, bits: int, group_size: int | No
         rtn = errors[0.0]
         out["scales"][name], out["alpha"][name] = best[2], best[1]
         out["error"][name] = (rtn, best[0])
+    return out
+
+
+def clip_groups(w: torch.Tensor, max_abs: torch.Tensor, group_size: int | None) -> torch.Tensor:
+    """``w`` (out, in) clamped to [-m, m] group by group, m = ``max_abs`` (out, in // group_size); ``group_size``
+    None: one group per row, ``max_abs`` (out, 1)."""
+    out, cols = w.shape
+    g = w.reshape(out, -1, group_size or cols)
+    m = max_abs.to(w).reshape(out, g.shape[1], 1)
+    return torch.maximum(torch.minimum(g, m), -m).reshape(out, cols)
+
+
+@torch.no_grad()
+def awq_clip_search(model: nn.Module, stats: dict, *, bits: int, group_size: int | None, scales: dict | None = None,
+                    symmetric: bool = False, ratios=AWQ_CLIP_RATIOS, skip=("lm_head",), no_clip=AWQ_NO_CLIP) -> dict:
+    """AWQ's clipping search (its reference code's ``auto_clip``), after the scale search: for every group of every
+    layer's weight W diag(s) (s from ``scales``, else 1), the range m = r max|w| with r in ``ratios`` that minimises
+    the group's share of the output error, d_g^T G'_gg d_g, where d_g is the group's rounding-and-clipping error and
+    G'_gg the group's diagonal block of the Gram matrix of the scaled input x / s (cross-group terms ignored, as the
+    reference does). Layers named in ``no_clip`` are left out. Returns {"clip_max": {name: m (out, groups)},
+    "error": {name: (error unclipped, error clipped)}} with errors tr(dW G dW^T) of the whole layer."""
+    if not ratios or not all(0 < float(r) <= 1 for r in ratios):
+        raise ValueError(f"awq_clip_search: ratios must be a non-empty set of numbers in (0, 1], got {ratios!r}")
+    granularity = "group" if group_size else "channel"
+    out = {"clip_max": {}, "error": {}}
+    for name, lin in _linears(model, skip).items():
+        if any(n in name for n in no_clip):
+            continue
+        s = (scales or {}).get(name)
+        s = torch.ones(lin.in_features) if s is None else s.float()
+        w = lin.weight.detach().float() * s
+        gram = stats[name]["gram"] / (s[:, None] * s[None, :])
+        rows, cols = w.shape
+        gs = group_size or cols
+        ng = cols // gs
+        blocks = gram.reshape(ng, gs, ng, gs).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (ng, gs, gs)
+        full = w.reshape(rows, ng, gs).abs().amax(-1)
+        best_err = best_max = None
+        for r in ratios:
+            m = full * r
+            d = (dequantize(quantize(clip_groups(w, m, group_size), bits, symmetric=symmetric,
+                                     granularity=granularity, group_size=group_size)) - w).reshape(rows, ng, gs)
+            err = torch.einsum("ogi,gij,ogj->og", d, blocks, d)
+            if best_err is None:
+                best_err, best_max = err, m
+                continue
+            better = err < best_err
+            best_err, best_max = torch.where(better, err, best_err), torch.where(better, m, best_max)
+
+        out["clip_max"][name] = best_max
+        out["error"][name] = tuple(
+            _output_error(w, dequantize(quantize(clip_groups(w, m, group_size), bits, symmetric=symmetric,
+                                                 granularity=granularity, group_size=group_size)), gram)
+            for m in (full, best_max))
     return out
 
 

@@ -22,7 +22,9 @@ from coursekit.quantize import (
 )
 from coursekit.weightquant import (
     QuantizedLinear,
+    awq_clip_search,
     awq_search,
+    clip_groups,
     keep_channels_float,
     linear_inputs_stats,
     quantize_linears,
@@ -198,6 +200,39 @@ def test_awq_scaling_leaves_the_float_output_unchanged_and_never_loses_to_rtn_on
     before = model(windows[0])
     quantize_linears(model, bits=8, granularity="channel", input_scales=res["scales"])
     assert torch.allclose(model(windows[0]), before, atol=0.05 * float(before.abs().max()))
+
+
+def test_clip_groups_clamps_each_group_to_its_own_range():
+    w = torch.tensor([[-4.0, 1.0, 0.5, 3.0], [2.0, -2.0, 9.0, -0.1]])
+    m = torch.tensor([[2.0, 1.0], [3.0, 0.05]])
+    assert torch.equal(clip_groups(w, m, 2), torch.tensor([[-2.0, 1.0, 0.5, 1.0], [2.0, -2.0, 0.05, -0.05]]))
+    assert torch.equal(clip_groups(w, torch.tensor([[3.0], [1.0]]), None),
+                       torch.tensor([[-3.0, 1.0, 0.5, 3.0], [1.0, -1.0, 1.0, -0.1]]))
+
+
+def test_awq_clipping_search_never_loses_to_the_full_range_and_ratio_one_changes_nothing():
+    torch.manual_seed(0)
+    model = TinyLM()
+    with torch.no_grad():
+        model.up.weight[:, 5] *= 30  # an outlier column: clipping it frees the grid for the rest of its groups
+    stats = linear_inputs_stats(model, [torch.randint(0, 50, (1, 32)) for _ in range(4)])
+    res = awq_clip_search(model, stats, bits=3, group_size=16, no_clip=("down",))
+    assert set(res["clip_max"]) == {"up"}, "layers named in no_clip are left out"
+    full = model.up.weight.detach().reshape(128, 4, 16).abs().amax(-1)
+    m = res["clip_max"]["up"]
+    assert m.shape == (128, 4) and bool((m <= full + 1e-6).all()) and bool((m >= 0.55 * full - 1e-6).all())
+    before, after = res["error"]["up"]
+    assert after < before, "the outlier column's groups are clipped"
+    same = awq_clip_search(model, stats, bits=3, group_size=16, ratios=(1.0,))
+    assert torch.allclose(same["clip_max"]["up"], full)
+    plain, clipped = TinyLM(), TinyLM()
+    plain.load_state_dict(model.state_dict())
+    clipped.load_state_dict(model.state_dict())
+    quantize_linears(plain, bits=3, granularity="group", group_size=16, symmetric=False)
+    quantize_linears(clipped, bits=3, granularity="group", group_size=16, symmetric=False, clip_max=same["clip_max"])
+    assert torch.equal(plain.up.codes, clipped.up.codes)
+    with pytest.raises(ValueError, match="ratios must be a non-empty set of numbers in \\(0, 1\\]"):
+        awq_clip_search(model, stats, bits=3, group_size=16, ratios=(1.2,))
 
 
 def test_keeping_salient_channels_float_keeps_exactly_those_columns():
