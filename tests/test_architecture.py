@@ -11,10 +11,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "coursekit"
 
 CORE = {"paths", "files", "distributed", "runsettings", "validate", "env", "settings", "profiles", "recipe", "train",
         "modelcache", "kdloss", "metrics", "recorder", "hints", "stats", "ledger", "plots", "params", "downloads", "runtimes",
-        "editions", "quantize", "codebook", "weightquant", "convquant", "quantchecks"}
+        "editions", "quantize", "codebook", "weightquant", "convquant", "quantchecks", "lora"}
 PART1 = {"data", "models", "checkpoints", "transfer", "distill", "prune", "trim", "imagework", "imagechecks"}
 PART2 = {"pretrained", "textdata", "textmodels", "textdistill", "textprune", "layerscores", "sparsity", "llm",
-         "textwork", "textchecks"}
+         "textwork", "textchecks", "textbaseline"}
 FRONT = {"session", "checks", "cli", "__main__", "__init__"}
 LAYER = {**{m: "core" for m in CORE}, **{m: "part1" for m in PART1}, **{m: "part2" for m in PART2},
          **{m: "front" for m in FRONT}}
