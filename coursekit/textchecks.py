@@ -6,14 +6,16 @@ when it is wrong and returns True when it passes, so a notebook cell can end wit
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
-from .hints import fail
+from .hints import fail, judged_note
 
 __all__ = [
     "check_max_pool", "check_lora_params", "check_embedding_share", "check_student_layers", "check_layer_map",
     "check_hidden_loss", "check_keep_head_rows", "check_keep_head_columns", "check_block_influence",
-    "check_perplexity_from_losses", "check_wanda_score", "check_mask_2_4",
+    "check_perplexity_from_losses", "check_wanda_score", "check_mask_2_4", "check_pruning_plan",
 ]
 
 
@@ -217,3 +219,42 @@ def check_mask_2_4(mask_2_4) -> bool:
         fail("a kept score is smaller than a dropped one in the same group.",
               "in each group the two kept scores must be the two largest.")
     return True
+
+
+def check_pruning_plan(model, plan, *, accuracy_of, reference_accuracy: float, seq_len: int, max_macs_ratio: float,
+                       max_drop: float, judge: str = "all") -> dict:
+    """Exercise 09.4, a numeric target: ``plan`` = (heads, neurons), the heads {layer: [head indices]} and FFN
+    neurons {layer: [neuron indices]} to remove (what ``textprune.heads_to_remove`` and ``ffn_to_remove`` return).
+    A copy of ``model`` (a TextClassifier) is pruned, not recovered; it must keep at most ``max_macs_ratio`` of the
+    model's MACs per ``seq_len``-token sentence and lose at most ``max_drop`` points of ``accuracy_of`` (the dev
+    split) against ``reference_accuracy``. ``judge``: "all", "size" or "none" (the profile's ``exercise_judge``).
+    Returns {"macs_ratio", "accuracy", "drop_points"}."""
+    from .textmodels import count_text_macs
+    from .textprune import prune_ffn, prune_heads
+
+    judged = judged_note(judge)
+    if not (isinstance(plan, tuple) and len(plan) == 2 and all(isinstance(p, dict) for p in plan)):
+        raise ValueError(f"plan: {type(plan).__name__} is not allowed; return a pair (heads, neurons) of dicts "
+                         "{layer: [indices to remove]} (an empty dict removes nothing)")
+    heads, neurons = plan
+    pruned = copy.deepcopy(model).eval()
+    if heads:
+        pruned = prune_heads(pruned, heads)
+    if neurons:
+        pruned = prune_ffn(pruned, neurons)
+    ratio = count_text_macs(pruned, seq_len) / count_text_macs(model, seq_len)
+    accuracy = float(accuracy_of(pruned))
+    drop = 100 * (reference_accuracy - accuracy)
+    print(f"{sum(map(len, heads.values()))} heads and {sum(map(len, neurons.values()))} FFN neurons removed: "
+          f"{ratio:.1%} of the MACs (target <= {max_macs_ratio:.0%}) | dev accuracy {accuracy:.2%} against "
+          f"{reference_accuracy:.2%}: {-drop:+.2f} points (target >= {-max_drop:+.2f}) | {judged}")
+    if judge != "none" and ratio > max_macs_ratio + 1e-12:
+        fail(f"the pruned model keeps {ratio:.1%} of the MACs; the target is at most {max_macs_ratio:.0%}.",
+             "The FFN holds about two thirds of a layer's MACs, the heads' projections about a third: cut both.")
+    if judge == "all" and drop > max_drop + 1e-9:
+        fail(f"dev accuracy fell {drop:.2f} points with no recovery; at most {max_drop:.2f} allowed.",
+             "Half of either part alone costs more than that (section 4 and 5): take a moderate share of each.",
+             "Rank globally with the data-driven scores (gradient for heads, activation for neurons) and try "
+             "a few pairs of cuts on the dev split; about a third of the heads and a quarter of the neurons "
+             "is a place to start.")
+    return {"macs_ratio": ratio, "accuracy": accuracy, "drop_points": drop}

@@ -290,3 +290,22 @@ def test_a_user_written_criterion_runs_through_the_same_path(tiny_classifier, to
                                2, 6, scores) == layers_by_criterion("angular", 2, 6, scores)
     with pytest.raises(ValueError, match="returns 2 distinct indices in 0..5"):
         layers_by_criterion(lambda k, n, s, *, keep_first=False: [1, 1], 2, 6)
+
+
+def test_the_pruning_plan_check_counts_macs_judges_both_targets_and_refuses_a_bad_plan(tiny_classifier):
+    model = tiny_classifier(heads=4, ffn=32)
+    plan = ({0: [0, 1], 1: [2]}, {i: list(range(16)) for i in range(3)})
+    out = checks.check_pruning_plan(model, plan, accuracy_of=lambda m: 0.5, reference_accuracy=0.51, seq_len=8,
+                                    max_macs_ratio=0.95, max_drop=2.0)
+    assert 0.3 < out["macs_ratio"] < 0.95 and abs(out["drop_points"] - 1.0) < 1e-9
+    with pytest.raises(AssertionError, match="keeps .* of the MACs"):
+        checks.check_pruning_plan(model, ({}, {}), accuracy_of=lambda m: 0.5, reference_accuracy=0.5, seq_len=8,
+                                  max_macs_ratio=0.95, max_drop=2.0)
+    with pytest.raises(AssertionError, match="dev accuracy fell 5.00 points"):
+        checks.check_pruning_plan(model, plan, accuracy_of=lambda m: 0.45, reference_accuracy=0.5, seq_len=8,
+                                  max_macs_ratio=0.95, max_drop=2.0)
+    assert checks.check_pruning_plan(model, plan, accuracy_of=lambda m: 0.45, reference_accuracy=0.5, seq_len=8,
+                                     max_macs_ratio=0.95, max_drop=2.0, judge="size")["drop_points"] > 2
+    with pytest.raises(ValueError, match="plan: list is not allowed"):
+        checks.check_pruning_plan(model, [{}, {}], accuracy_of=lambda m: 0.5, reference_accuracy=0.5, seq_len=8,
+                                  max_macs_ratio=0.95, max_drop=2.0)
