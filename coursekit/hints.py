@@ -8,7 +8,7 @@ from collections import Counter
 
 from .settings import EXERCISE_JUDGE
 
-__all__ = ["fail", "reset_hints", "judged_note"]
+__all__ = ["fail", "reset_hints", "judged_note", "judge_targets"]
 
 _JUDGED = {"all": "both targets judged", "size": "the size judged; the accuracy reported, not judged",
            "none": "reported, not judged: the targets were set for CIFAR-10 on the cpu profile"}
@@ -20,6 +20,17 @@ def judged_note(judge: str) -> str:
     if judge not in EXERCISE_JUDGE:
         raise ValueError(f"judge: {judge!r} is not allowed; use {', '.join(EXERCISE_JUDGE)}")
     return _JUDGED[judge]
+
+
+def judge_targets(judge: str, *, ratio: float, max_ratio: float, drop: float, max_drop: float,
+                  size_failure: tuple[str, ...], accuracy_failure: tuple[str, ...]) -> None:
+    """The judging every numeric-target check shares: the size target (``ratio`` <= ``max_ratio``) is judged unless
+    ``judge`` is "none", the accuracy target (``drop`` <= ``max_drop`` points) only when it is "all"; a miss fails
+    with its (message, hint steps...) through ``fail``. Call ``judged_note(judge)`` first: it refuses unknown values."""
+    if judge != "none" and ratio > max_ratio + 1e-12:
+        fail(*size_failure)
+    if judge == "all" and drop > max_drop + 1e-9:
+        fail(*accuracy_failure)
 
 
 _HINTS_GIVEN: Counter = Counter()  # per hint ladder (its first step): how often it was shown in this kernel

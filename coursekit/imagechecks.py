@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .hints import fail, judged_note
+from .hints import fail, judge_targets, judged_note
 
 __all__ = [
     "check_conv_params", "check_conv_macs", "check_accuracy", "check_ideal_speedup", "check_soften",
@@ -476,11 +476,13 @@ def check_target(model, *, reference, size: str, max_size: float, accuracy_of, r
             "trainable": "parameters trained"}[size]
     print(f"size: {what} {ratio:.1%} of the reference (target <= {max_size:.1%}) | accuracy {accuracy:.2%} against "
           f"{reference_accuracy:.2%}: {-drop:+.2f} points (target >= {-max_drop:+.2f}) | {judged}")
-    if judge != "none" and ratio > max_size + 1e-12:
-        fail(f"the model has {ratio:.1%} of the reference's {what}; the target is at most {max_size:.1%}.",
-              "compress further (more sparsity, more channels or blocks removed, a narrower design), then recover.")
-    if judge == "all" and drop > max_drop + 1e-9:
-        fail(f"the model is {-drop:+.2f} points against the reference; the target is at least {-max_drop:+.2f}.",
-              "spend the budget where it hurts least: the chapter's sensitivity or importance scores say where; "
-              "recover with the chapter's fine-tuning or KD.")
+    judge_targets(
+        judge, ratio=ratio, max_ratio=max_size, drop=drop, max_drop=max_drop,
+        size_failure=(f"the model has {ratio:.1%} of the reference's {what}; the target is at most {max_size:.1%}.",
+                      "compress further (more sparsity, more channels or blocks removed, a narrower design), then "
+                      "recover."),
+        accuracy_failure=(f"the model is {-drop:+.2f} points against the reference; the target is at least "
+                          f"{-max_drop:+.2f}.",
+                          "spend the budget where it hurts least: the chapter's sensitivity or importance scores say "
+                          "where; recover with the chapter's fine-tuning or KD."))
     return {"size_ratio": ratio, "accuracy": accuracy, "drop_points": drop}

@@ -10,7 +10,7 @@ import copy
 import torch
 from torch import nn
 
-from .hints import fail, judged_note
+from .hints import fail, judge_targets, judged_note
 from .quantize import BITS, fake_quantize
 
 __all__ = ["check_quantize_symmetric", "check_fold_batchnorm", "check_centroid_update", "check_bit_plan",
@@ -122,12 +122,13 @@ def check_bit_plan(model: nn.Module, plan: dict[str, int], *, accuracy_of, refer
     drop = 100 * (reference_accuracy - accuracy)
     print(f"weights {stored:,} bytes, {ratio:.1%} of float32 (target <= {max_bytes_ratio:.1%}) | validation accuracy "
           f"{accuracy:.2%} against {reference_accuracy:.2%}: {-drop:+.2f} points (target >= {-max_drop:+.2f}) | {judged}")
-    if judge != "none" and ratio > max_bytes_ratio + 1e-12:
-        fail(f"the plan keeps {ratio:.1%} of the float32 bytes; the target is at most {max_bytes_ratio:.1%}.",
-             "Fewer bits where the layer is large: most of the bytes are in a few layers.")
-    if judge == "all" and drop > max_drop + 1e-9:
-        fail(f"validation accuracy fell {drop:.2f} points; at most {max_drop:.2f} allowed.",
-             "Some layers are far more sensitive than others: quantize one layer at a time and see which hurt.",
-             "The first convolution (few weights, raw pixels in) and the classifier are the usual sensitive ones; "
-             "give them more bits, the large middle convolutions fewer.")
+    judge_targets(
+        judge, ratio=ratio, max_ratio=max_bytes_ratio, drop=drop, max_drop=max_drop,
+        size_failure=(f"the plan keeps {ratio:.1%} of the float32 bytes; the target is at most {max_bytes_ratio:.1%}.",
+                      "Fewer bits where the layer is large: most of the bytes are in a few layers."),
+        accuracy_failure=(f"validation accuracy fell {drop:.2f} points; at most {max_drop:.2f} allowed.",
+                          "Some layers are far more sensitive than others: quantize one layer at a time and see which "
+                          "hurt.",
+                          "The first convolution (few weights, raw pixels in) and the classifier are the usual "
+                          "sensitive ones; give them more bits, the large middle convolutions fewer."))
     return {"bytes_ratio": ratio, "accuracy": accuracy, "drop_points": drop}

@@ -10,7 +10,7 @@ import copy
 
 import torch
 
-from .hints import fail, judged_note
+from .hints import fail, judge_targets, judged_note
 
 __all__ = [
     "check_max_pool", "check_lora_params", "check_embedding_share", "check_student_layers", "check_layer_map",
@@ -248,13 +248,15 @@ def check_pruning_plan(model, plan, *, accuracy_of, reference_accuracy: float, s
     print(f"{sum(map(len, heads.values()))} heads and {sum(map(len, neurons.values()))} FFN neurons removed: "
           f"{ratio:.1%} of the MACs (target <= {max_macs_ratio:.0%}) | dev accuracy {accuracy:.2%} against "
           f"{reference_accuracy:.2%}: {-drop:+.2f} points (target >= {-max_drop:+.2f}) | {judged}")
-    if judge != "none" and ratio > max_macs_ratio + 1e-12:
-        fail(f"the pruned model keeps {ratio:.1%} of the MACs; the target is at most {max_macs_ratio:.0%}.",
-             "The FFN holds about two thirds of a layer's MACs, the heads' projections about a third: cut both.")
-    if judge == "all" and drop > max_drop + 1e-9:
-        fail(f"dev accuracy fell {drop:.2f} points with no recovery; at most {max_drop:.2f} allowed.",
-             "Half of either part alone costs more than that (section 4 and 5): take a moderate share of each.",
-             "Rank globally with the data-driven scores (gradient for heads, activation for neurons) and try "
-             "a few pairs of cuts on the dev split; about a third of the heads and a quarter of the neurons "
-             "is a place to start.")
+    judge_targets(
+        judge, ratio=ratio, max_ratio=max_macs_ratio, drop=drop, max_drop=max_drop,
+        size_failure=(f"the pruned model keeps {ratio:.1%} of the MACs; the target is at most {max_macs_ratio:.0%}.",
+                      "The FFN holds about two thirds of a layer's MACs, the heads' projections about a third: cut "
+                      "both."),
+        accuracy_failure=(f"dev accuracy fell {drop:.2f} points with no recovery; at most {max_drop:.2f} allowed.",
+                          "Half of either part alone costs more than that (section 4 and 5): take a moderate share "
+                          "of each.",
+                          "Rank globally with the data-driven scores (gradient for heads, activation for neurons) and "
+                          "try a few pairs of cuts on the dev split; about a third of the heads and a quarter of the "
+                          "neurons is a place to start."))
     return {"macs_ratio": ratio, "accuracy": accuracy, "drop_points": drop}

@@ -282,3 +282,22 @@ def test_part2_transfer_and_distillation_checks_pass_on_right_answers_and_fail_o
         checks.check_hidden_loss(lambda s, t, mask: (1 - F.cosine_similarity(s, t, dim=-1)).mean())
     with pytest.raises(AssertionError, match="Hint"):
         checks.check_hidden_loss(lambda s, t, mask: ((s - t) ** 2)[mask.bool()].mean())  # squared error, not cosine
+
+
+def test_judge_targets_judges_size_unless_none_and_accuracy_only_under_all():
+    from coursekit.hints import judge_targets, reset_hints
+
+    reset_hints()
+    size_miss = dict(ratio=0.5, max_ratio=0.25, drop=0.0, max_drop=1.0)
+    acc_miss = dict(ratio=0.2, max_ratio=0.25, drop=3.0, max_drop=1.0)
+    fails = (("size missed.", "cut more"), ("accuracy missed.", "recover"))
+    for judge in ("none", "size", "all"):
+        for case in (size_miss, acc_miss):
+            expect = (judge != "none" and case is size_miss) or (judge == "all" and case is acc_miss)
+            if expect:
+                with pytest.raises(AssertionError, match="size missed" if case is size_miss else "accuracy missed"):
+                    judge_targets(judge, **case, size_failure=fails[0], accuracy_failure=fails[1])
+            else:
+                judge_targets(judge, **case, size_failure=fails[0], accuracy_failure=fails[1])
+    judge_targets("all", ratio=0.25, max_ratio=0.25, drop=1.0, max_drop=1.0, size_failure=fails[0],
+                  accuracy_failure=fails[1])  # a target met exactly passes
