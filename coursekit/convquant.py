@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .inference import require_eval_mode
 from .quantize import fake_quantize, fake_quantize_ste, validate_quant_args
 
 __all__ = ["fold_conv_bn", "fold_batchnorms", "calibrate_input_ranges", "simulate_static_int8", "FakeQuantWeight",
@@ -27,7 +28,9 @@ __all__ = ["fold_conv_bn", "fold_batchnorms", "calibrate_input_ranges", "simulat
 
 @torch.no_grad()
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A new Conv2d computing bn(conv(x)) in eval mode: W' = W g / sqrt(v + eps), b' = (b - mu) g / sqrt(v + eps) + beta."""
+    """A new Conv2d computing bn(conv(x)) in eval mode: W' = W g / sqrt(v + eps), b' = (b - mu) g / sqrt(v + eps) + beta.
+    Refuses a BatchNorm in training mode (it normalises with each batch's statistics, not the running ones)."""
+    require_eval_mode(bn, "fold_conv_bn")
     factor = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (out,)
     fused = copy.deepcopy(conv)
     fused.weight.copy_(conv.weight * factor.reshape(-1, 1, 1, 1))
@@ -40,8 +43,10 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 def fold_batchnorms(model: nn.Module) -> tuple[nn.Module, int]:
     """A copy of ``model`` (eval mode) with every BatchNorm2d that directly follows a Conv2d as attributes of one
     module (torchvision's and the course's ResNets: conv1/bn1, conv2/bn2, and ``nn.Sequential`` pairs such as a
-    shortcut's conv and bn) folded into that convolution and replaced by nn.Identity. Returns (copy, pairs folded)."""
-    model = copy.deepcopy(model).eval()
+    shortcut's conv and bn) folded into that convolution and replaced by nn.Identity. Returns (copy, pairs folded).
+    Refuses a model in training mode: call ``model.eval()`` first."""
+    require_eval_mode(model, "fold_batchnorms")
+    model = copy.deepcopy(model)
     folded = 0
     for module in model.modules():
         children = list(module.named_children())
@@ -50,7 +55,7 @@ def fold_batchnorms(model: nn.Module) -> tuple[nn.Module, int]:
                 setattr(module, name_a, fold_conv_bn(a, b))
                 setattr(module, name_b, nn.Identity())
                 folded += 1
-    return model, folded
+    return model.eval(), folded  # the Identity modules that replaced the BatchNorms are new: eval mode too
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["save_torch_atomic", "append_line"]
+__all__ = ["save_torch_atomic", "append_line", "refuse_existing"]
 
 
 def _main_process() -> bool:
@@ -44,4 +44,13 @@ def append_line(path: str | os.PathLike, line: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         f.write(line.rstrip("\n") + "\n")
+    return path
+
+
+def refuse_existing(path: str | os.PathLike, who: str) -> Path:
+    """``path`` as a Path, or a FileExistsError naming it when something is already there: the course never writes
+    over a file it did not make in this call (delete it, or choose another name)."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{who}: {path} already exists; nothing was written. Delete it or choose another path")
     return path

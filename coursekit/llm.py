@@ -251,6 +251,12 @@ def _decode_ms(model: nn.Module, prompt: torch.Tensor, new_tokens: int, dtype=No
     return (t1 - t0) * 1e3, (t2 - t1) * 1e3 / new_tokens
 
 
+def latency_prompt(prompt_len: int, vocab_low: int = 1000, vocab_high: int = 2000) -> torch.Tensor:
+    """The fixed prompt every latency measurement of a language model uses: (1, ``prompt_len``) token ids drawn from
+    [vocab_low, vocab_high) with seed 0, so that PyTorch and another runtime (llama.cpp) time the same tokens."""
+    return torch.randint(vocab_low, vocab_high, (1, prompt_len), generator=torch.Generator().manual_seed(0))
+
+
 def lm_latency(models: dict[str, nn.Module], *, prompt_len: int = 256, new_tokens: int = 32, rounds: int = 3,
                vocab_low: int = 1000, vocab_high: int = 2000, amp: str = "off") -> dict[str, dict]:
     """Prefill latency of one ``prompt_len``-token prompt and ms per generated token (greedy, KV cache on, batch 1)
@@ -259,8 +265,7 @@ def lm_latency(models: dict[str, nn.Module], *, prompt_len: int = 256, new_token
     accuracy and cost of the same computation).
     Returns {name: {"prefill_ms", "decode_ms_per_token"} medians, plus "*_range" (min, max), "prompt_len",
     "precision"}."""
-    g = torch.Generator().manual_seed(0)
-    prompt = torch.randint(vocab_low, vocab_high, (1, prompt_len), generator=g)
+    prompt = latency_prompt(prompt_len, vocab_low, vocab_high)
     seen = {n: ([], []) for n in models}
     dtypes = {n: autocast_dtype(next(m.parameters()).device, amp) for n, m in models.items()}
     for n, m in models.items():

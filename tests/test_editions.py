@@ -35,12 +35,12 @@ def _exercise(source):
     return compile(tree, "exercise", "exec")
 
 
-TARGET_CHECKS = ("checks.check_target(", "checks.check_bit_plan(", "checks.check_pruning_plan(")
+TARGET_CHECKS = ("checks.check_target(", "checks.check_bit_plan(", "checks.check_pruning_plan(", "checks.check_fastest_path(")
 
 
 def _is_target(source: str) -> bool:
     """A numeric-target exercise (``checks.check_target``, 11's ``checks.check_bit_plan``, 09's
-    ``checks.check_pruning_plan``) judges a model
+    ``checks.check_pruning_plan``, 12's ``checks.check_fastest_path`` on the chapter's measured table) judges a model
     the chapter trains: the notebook tests run it (smoke profile), a unit test cannot."""
     return any(check in source for check in TARGET_CHECKS)
 

@@ -203,6 +203,14 @@ CHAPTER_PARAMS = {
                         and all({"bits", "scheme", "runtime", "precision"} <= set(r["extra"]) for r in recs)
                         and {r["task"] for r in recs if r.get("task")} == {"sst2", "wikitext2"}
                         and all(r["params"] > 0 and r["size_bytes"] > 0 for r in recs)),
+    # 12 runs on the smoke profile's stand-ins (no 06/09/10 in the test's run dir), one thread, no compilation, F16 GGUF
+    "12_deployment": ({"threads": 1, "compile_models": False, "gguf_type": "F16"},
+                      lambda recs: {r["extra"]["runtime"] for r in recs} >= {"eager", "onnxruntime"}
+                      and "compile" not in {r["extra"]["runtime"] for r in recs}
+                      and all(r["extra"]["threads"] == 1 for r in recs)
+                      and {r["task"] for r in recs if r.get("task")} >= {"sst2"}
+                      and {r["extra"]["precision"] for r in recs if r["extra"]["runtime"] == "llama.cpp"} == {"q4_1", "f16"}
+                      and all(r["size_bytes"] > 0 for r in recs)),
     "06_pipeline": ({"temperature": 2.0, "blocks_to_remove": 0},
                     lambda recs: {r["stage"] for r in recs} == {"base", "transfer", "distill", "prune", "trim"}
                     and any(r["extra"].get("temperature") == 2.0 for r in recs)
@@ -285,9 +293,17 @@ def test_papermill_sees_every_parameter(path):
     ("11_quantization", {"llm_bits": 1}, "llm_bits: 1 is not allowed"),
     ("11_quantization", {"llm_group_size": 128}, "llm_group_size: 128 is not allowed; use a divisor of both 576 and 1536"),
     ("11_quantization", {"keep_fraction": 0.0}, "keep_fraction: 0.0 is not allowed"),
+    ("12_deployment", {"threads": 0}, "threads: 0 is not allowed; use None or an integer from 1 to"),
+    ("12_deployment", {"gguf_type": "Q3_K"}, "gguf_type: 'Q3_K' is not allowed"),
+    ("12_deployment", {"compile_models": "yes"}, "compile_models: 'yes' is not allowed; use True, False"),
+    ("12_deployment", {"export_dir": "EXISTING"}, "already exists; this chapter never writes over files"),
 ])
 def test_chapter_bad_input_fails_before_any_training(tmp_path, stem, params, message, setup_cells_runner):
     path = NOTEBOOKS[0].parent / f"{stem}.ipynb"
+    if params.get("export_dir") == "EXISTING":  # a folder the user made: refused, and left as it was
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "keep.txt").write_text("mine")
+        params = {"export_dir": str(tmp_path / "mine")}
     error = setup_cells_runner(path, profile="smoke", run_dir=str(tmp_path / "run"), **params)
     assert error is not None and message in error[1], error
     assert not (tmp_path / "run" / "checkpoints").exists(), "nothing was trained"
@@ -309,7 +325,8 @@ def test_bad_parameters_fail_with_one_clear_error(tmp_path, params, message, set
 def test_notebook_list_matches_the_design():
     design = ["00_baseline", "01_transfer_learning", "02_knowledge_distillation", "03_pruning_unstructured",
               "04_pruning_structured", "05_layer_trimming", "06_pipeline", "07_transformer_transfer",
-              "08_transformer_distillation", "09_transformer_pruning", "10_llm_compression", "11_quantization"]
+              "08_transformer_distillation", "09_transformer_pruning", "10_llm_compression", "11_quantization",
+              "12_deployment"]
     assert [p.stem for p in NOTEBOOKS] == design, "every chapter of the design, and no other, in course order"
 
 
