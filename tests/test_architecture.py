@@ -16,9 +16,10 @@ CORE = {"paths", "files", "distributed", "runsettings", "validate", "env", "sett
 PART1 = {"data", "models", "checkpoints", "transfer", "distill", "prune", "trim", "imagework", "imagechecks"}
 PART2 = {"pretrained", "textdata", "textmodels", "textdistill", "textprune", "layerscores", "sparsity", "llm",
          "textwork", "textchecks", "textbaseline"}
+PART3 = {"audio", "kws"}  # the speech capstone (13): its data and model; it borrows Part 1's tools in the notebook
 FRONT = {"session", "checks", "cli", "__main__", "__init__"}
 LAYER = {**{m: "core" for m in CORE}, **{m: "part1" for m in PART1}, **{m: "part2" for m in PART2},
-         **{m: "front" for m in FRONT}}
+         **{m: "part3" for m in PART3}, **{m: "front" for m in FRONT}}
 
 
 def _imports(path: Path):

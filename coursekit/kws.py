@@ -1,0 +1,43 @@
+"""A keyword-spotting network: the depthwise-separable CNN of Zhang et al. 2017 ("Hello Edge: Keyword Spotting on
+Microcontrollers"; MLPerf Tiny's keyword-spotting reference is one): a strided first convolution over the log-mel
+image, then blocks of a 3x3 depthwise convolution and a 1x1 pointwise one (each with BatchNorm and ReLU), global
+average pooling and a linear classifier. Introduced in notebooks/13_speech_capstone.ipynb.
+
+Input (batch, n_mels, frames) or (batch, 1, n_mels, frames); output (batch, classes) logits.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .validate import integer
+
+__all__ = ["ds_block", "DSCNN"]
+
+
+def ds_block(channels: int) -> nn.Sequential:
+    """One depthwise-separable block: depthwise 3x3 (groups = channels) -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU.
+    Input and output (batch, channels, H, W): a block can be removed (replaced by the identity) without reshaping."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
+        nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())
+
+
+class DSCNN(nn.Module):
+    """DS-CNN: stem conv (kernel (10, 4) over (mel, time), stride ``stride``) -> ``blocks`` depthwise-separable
+    blocks of ``width`` channels -> average pool -> dropout -> linear to ``classes``."""
+
+    def __init__(self, width: int = 64, blocks: int = 4, classes: int = 10, stride: tuple[int, int] = (2, 2),
+                 dropout: float = 0.1):
+        super().__init__()
+        integer("width", width, lo=1)
+        integer("blocks", blocks, lo=0)
+        self.stem = nn.Sequential(nn.Conv2d(1, width, (10, 4), stride=stride, padding=(5, 1), bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU())
+        self.blocks = nn.Sequential(*[ds_block(width) for _ in range(blocks)])
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(width, classes))
+
+    def forward(self, x):
+        if x.dim() == 3:  # (batch, n_mels, frames): one input channel
+            x = x.unsqueeze(1)
+        return self.head(self.blocks(self.stem(x)))

@@ -1,0 +1,120 @@
+"""Speech helpers (coursekit.audio, coursekit.kws): the mel filterbank and log-mel features against librosa, the WAV
+reader on a synthetic sine, the splits (no speaker leaks, k bounded), the feature cache and its invalidation, the
+missing-data error, and the DS-CNN's shapes."""
+
+import math
+import wave
+
+import pytest
+import torch
+
+from coursekit import audio
+from coursekit.audio import LogMelSettings, few_shot_indices, load_fsdd, log_mel, mel_filterbank, read_wav, speaker_split
+from coursekit.downloads import FSDD_SPEAKERS
+from coursekit.kws import DSCNN
+
+
+def _write_wav(path, samples, rate=8000):
+    pcm = (torch.clamp(samples, -1, 1) * 32767).round().to(torch.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.numpy().tobytes())
+
+
+def _sine(freq, seconds=0.5, rate=8000, amplitude=0.5):
+    t = torch.arange(int(seconds * rate)) / rate
+    return amplitude * torch.sin(2 * math.pi * freq * t)
+
+
+def test_mel_filterbank_and_log_mel_match_librosa():
+    librosa = pytest.importorskip("librosa")
+    import numpy as np
+
+    ours = mel_filterbank(256, 40, 8000)
+    ref = librosa.filters.mel(sr=8000, n_fft=256, n_mels=40, fmin=0.0, fmax=4000.0, htk=True, norm=None)  # (M, F)
+    assert ours.shape == (129, 40)
+    assert torch.allclose(ours, torch.from_numpy(ref.T).float(), atol=1e-5)
+    torch.manual_seed(0)
+    x = torch.randn(8000) * 0.1 + _sine(440, 1.0)
+    s = LogMelSettings()
+    mel = librosa.feature.melspectrogram(y=x.numpy().astype(np.float32), sr=8000, n_fft=256, hop_length=80,
+                                         win_length=200, window="hann", center=True, pad_mode="reflect", power=2.0,
+                                         n_mels=40, htk=True, norm=None, fmin=0.0, fmax=4000.0)
+    got = log_mel(x, s)
+    assert got.shape == (40, s.frames()) == (40, 101)
+    assert torch.allclose(got, torch.log(torch.from_numpy(mel) + s.eps).float(), atol=1e-3)
+
+
+def test_wav_reader_finds_a_sines_frequency_and_refuses_another_rate(tmp_path):
+    _write_wav(tmp_path / "tone.wav", _sine(1000))
+    samples, rate = read_wav(tmp_path / "tone.wav", expected_rate=8000)
+    assert rate == 8000 and samples.shape == (4000,) and abs(float(samples.abs().max()) - 0.5) < 1e-3
+    features = log_mel(samples)  # (40, frames): the loudest band holds 1 kHz
+    centres = audio.mel_to_hz(torch.linspace(0, float(audio.hz_to_mel(4000)), 42)[1:-1])
+    peak = int(features.mean(1).argmax())
+    assert abs(float(centres[peak]) - 1000) < 80, float(centres[peak])
+    _write_wav(tmp_path / "fast.wav", _sine(1000, rate=16000), rate=16000)
+    with pytest.raises(ValueError, match="sample rate 16000 Hz, expected 8000 Hz; resample it first"):
+        read_wav(tmp_path / "fast.wav", expected_rate=8000)
+
+
+@pytest.fixture
+def tiny_fsdd(tmp_path):
+    """An FSDD-shaped folder: 3,000 short clips (a different tone per digit), speakers.json."""
+    root = tmp_path / "data" / "fsdd"
+    (root / "recordings").mkdir(parents=True)
+    for d in range(10):
+        clip = _sine(300 + 250 * d, seconds=0.05)
+        for s in FSDD_SPEAKERS:
+            for t in range(50):
+                _write_wav(root / "recordings" / f"{d}_{s}_{t}.wav", clip)
+    (root / "speakers.json").write_text("{}")
+    return tmp_path / "data"
+
+
+def test_fsdd_loads_once_splits_without_leaks_and_recomputes_on_new_settings(tiny_fsdd, tmp_path):
+    cache = tmp_path / "cache"
+    data = load_fsdd(tiny_fsdd, cache)
+    assert data.features.shape == (3000, 40, 101) and data.speakers == sorted(FSDD_SPEAKERS)
+    assert len(list(cache.glob("fsdd-logmel-*.pt"))) == 1
+    again = load_fsdd(tiny_fsdd, cache)  # from the cache
+    assert torch.equal(again.features, data.features)
+    coarse = load_fsdd(tiny_fsdd, cache, LogMelSettings(hop_ms=20.0, n_mels=32))
+    assert coarse.features.shape == (3000, 32, 51) and len(list(cache.glob("fsdd-logmel-*.pt"))) == 2
+    train, test = audio.official_split(data)
+    assert len(test) == 300 and int(data.take[test].max()) == 4 and int(data.take[train].min()) == 5
+    for held in data.speakers:
+        others, mine = speaker_split(data, held)
+        assert len(mine) == 500 and set(data.speaker[others].tolist()).isdisjoint(set(data.speaker[mine].tolist()))
+    with pytest.raises(ValueError, match="held_out: 'alice' is not allowed"):
+        speaker_split(data, "alice")
+    chosen, rest = few_shot_indices(data, "theo", 2, seed=0)
+    assert len(chosen) == 20 and len(rest) == 480 and not set(chosen.tolist()) & set(rest.tolist())
+    assert sorted(data.digits[chosen].tolist()) == sorted(list(range(10)) * 2)
+    assert torch.equal(few_shot_indices(data, "theo", 2, seed=0)[0], chosen)
+    with pytest.raises(ValueError, match="k: 50 is not allowed; use an integer from 1 to 49"):
+        few_shot_indices(data, "theo", 50, seed=0)
+
+
+def test_missing_fsdd_names_the_folder_and_the_source(tmp_path, monkeypatch):
+    from coursekit import downloads
+
+    def offline(url, timeout=60.0):
+        raise OSError("no network here")
+
+    monkeypatch.setattr(downloads, "fetch_bytes", offline)
+    with pytest.raises(FileNotFoundError, match=r"fsdd: .* not found in .*fsdd, and fetching FSDD's release archive"):
+        load_fsdd(tmp_path / "empty", tmp_path / "cache")
+    assert not (tmp_path / "empty" / "fsdd" / "recordings").exists()
+
+
+def test_dscnn_shapes_and_a_removable_block():
+    model = DSCNN(width=16, blocks=3).eval()
+    x = torch.randn(2, 40, 101)
+    assert model(x).shape == (2, 10) and model(x.unsqueeze(1)).shape == (2, 10)
+    model.blocks[1] = torch.nn.Identity()  # a block keeps its channel count: removing it needs no reshaping
+    assert model(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="width: 0 is not allowed"):
+        DSCNN(width=0)
