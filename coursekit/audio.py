@@ -22,7 +22,8 @@ from .files import save_torch_atomic
 from .validate import integer, one_of
 
 __all__ = ["FSDD_RATE", "read_wav", "hz_to_mel", "mel_to_hz", "mel_filterbank", "LogMelSettings", "log_mel",
-           "fsdd_folder", "FsddData", "load_fsdd", "official_split", "speaker_split", "few_shot_indices"]
+           "fsdd_folder", "FsddData", "load_fsdd", "official_split", "speaker_split", "few_shot_indices",
+           "augment_speech", "SpeechBatches"]
 
 FSDD_RATE = 8000  # every FSDD recording: 8 kHz, mono, 16-bit
 
@@ -201,3 +202,61 @@ def few_shot_indices(data: FsddData, speaker: str, k: int, seed: int) -> tuple[t
     rest = mine[~torch.isin(mine, chosen)]
     return chosen.sort().values, rest
 
+
+
+def augment_speech(x: torch.Tensor, *, max_shift: int, max_freq_mask: int, max_time_mask: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """Training augmentation of normalised log-mel batches x (B, 1, n_mels, frames), on x's device, one draw per
+    example: a time shift of up to ``max_shift`` frames either way (the vacated frames take the example's quietest
+    value: silence), then SpecAugment's masks (Park et al. 2019): one band of up to ``max_freq_mask`` mel channels and
+    one span of up to ``max_time_mask`` frames set to 0, the normalised mean. Returns a new tensor."""
+    b, _, m, t = x.shape
+    dev = x.device
+
+    def draw(high, size):
+        return torch.randint(0, high, size, generator=generator).to(dev)
+
+    shift = draw(2 * max_shift + 1, (b, 1)) - max_shift
+    source = torch.arange(t, device=dev)[None] - shift  # (B, T): the frame each output frame comes from
+    inside = ((source >= 0) & (source < t))[:, None, None, :]
+    shifted = torch.gather(x, 3, source.clamp(0, t - 1)[:, None, None, :].expand(b, 1, m, t))
+    quiet = x.amin(dim=(1, 2, 3), keepdim=True)
+    out = torch.where(inside, shifted, quiet)
+    for axis, size, high in ((2, m, max_freq_mask), (3, t, max_time_mask)):
+        width = draw(high + 1, (b, 1))
+        start = (torch.rand(b, 1, generator=generator).to(dev) * (size - width + 1)).floor()
+        pos = torch.arange(size, device=dev)[None]
+        masked = (pos >= start) & (pos < start + width)  # (B, size)
+        shape = (b, 1, size, 1) if axis == 2 else (b, 1, 1, size)
+        out = out.masked_fill(masked.view(shape), 0.0)
+    return out
+
+
+class SpeechBatches:
+    """(x (B, 1, n_mels, frames) float32 normalised with ``mean`` / ``std``, digits (B,)) batches of the clips
+    ``indices`` of ``data``, cut from tensors on ``device``, shuffled per epoch with (seed, epoch) when ``shuffle``,
+    augmented (``augment_speech``) when ``augment``; ``len()`` is the number of batches, as ``train.fit`` needs."""
+
+    def __init__(self, data: FsddData, indices: torch.Tensor, *, mean: float, std: float, batch_size: int = 64,
+                 shuffle: bool = False, augment: bool = False, seed: int = 0, device: str | torch.device = "cpu",
+                 max_shift: int = 4, max_freq_mask: int = 5, max_time_mask: int = 5):
+        integer("batch_size", batch_size, lo=1)
+        if len(indices) == 0:
+            raise ValueError("indices: no clips given; a split must hold at least one clip")
+        self.x = ((data.features[indices] - mean) / std).unsqueeze(1).to(device)
+        self.y = data.digits[indices].to(device)
+        self.batch_size, self.shuffle, self.augment, self.seed, self.epoch = batch_size, shuffle, augment, seed, 0
+        self.masks = {"max_shift": max_shift, "max_freq_mask": max_freq_mask, "max_time_mask": max_time_mask}
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        n = len(self.y)
+        order = torch.randperm(n, generator=gen).to(self.x.device) if self.shuffle else torch.arange(n, device=self.x.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            x = self.x[idx]
+            yield (augment_speech(x, generator=gen, **self.masks) if self.augment else x), self.y[idx]

@@ -118,3 +118,40 @@ def test_dscnn_shapes_and_a_removable_block():
     assert model(x).shape == (2, 10)
     with pytest.raises(ValueError, match="width: 0 is not allowed"):
         DSCNN(width=0)
+
+
+def test_speech_augmentation_shifts_masks_and_repeats_with_its_seed():
+    from coursekit.audio import augment_speech
+
+    x = torch.arange(4 * 8 * 20, dtype=torch.float32).view(4, 1, 8, 20) + 1.0  # every value distinct and > 0
+    none = augment_speech(x, max_shift=0, max_freq_mask=0, max_time_mask=0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(none, x)
+    a = augment_speech(x, max_shift=3, max_freq_mask=2, max_time_mask=2, generator=torch.Generator().manual_seed(1))
+    b = augment_speech(x, max_shift=3, max_freq_mask=2, max_time_mask=2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape and not torch.equal(a, x)
+    shifted = augment_speech(x, max_shift=3, max_freq_mask=0, max_time_mask=0, generator=torch.Generator().manual_seed(2))
+    for i in range(4):  # each example is its own frames moved in time, the vacated ones filled with its minimum
+        row = shifted[i, 0, 0]
+        kept = row[row != x[i].min()]
+        assert torch.equal(kept, x[i, 0, 0][(x[i, 0, 0][:, None] == kept[None]).any(1)])
+    masked = augment_speech(x, max_shift=0, max_freq_mask=8, max_time_mask=0, generator=torch.Generator().manual_seed(3))
+    zero_rows = (masked == 0).all(dim=3).squeeze(1)  # (B, n_mels): whole mel bands set to 0
+    assert int(zero_rows.sum()) == int((masked == 0).sum()) // 20
+
+
+def test_speech_batches_cover_each_clip_once_per_epoch_and_refuse_empty_splits(tiny_fsdd, tmp_path):
+    from coursekit.audio import SpeechBatches
+
+    data = load_fsdd(tiny_fsdd, tmp_path / "cache", LogMelSettings(hop_ms=20.0))
+    train, test = audio.official_split(data)
+    batches = SpeechBatches(data, test, mean=float(data.features.mean()), std=float(data.features.std()), batch_size=64,
+                            shuffle=True, augment=True, seed=0)
+    assert len(batches) == 5
+    seen = torch.cat([y for _, y in batches])
+    assert sorted(seen.tolist()) == sorted(data.digits[test].tolist())
+    x, _ = next(iter(SpeechBatches(data, test, mean=0.0, std=1.0, batch_size=8)))
+    assert x.shape == (8, 1, 40, 51) and torch.equal(x[:, 0], data.features[test[:8]])
+    with pytest.raises(ValueError, match="no clips given"):
+        SpeechBatches(data, test[:0], mean=0.0, std=1.0)
+    with pytest.raises(ValueError, match="batch_size: 0 is not allowed"):
+        SpeechBatches(data, test, mean=0.0, std=1.0, batch_size=0)
