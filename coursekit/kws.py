@@ -37,6 +37,21 @@ class DSCNN(nn.Module):
         self.blocks = nn.Sequential(*[ds_block(width) for _ in range(blocks)])
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(width, classes))
 
+    def channel_groups_spec(self) -> list[dict]:
+        """The channels that must be pruned together (``coursekit.prune.channel_groups`` reads this): the stem's output,
+        then each block's pointwise output; each is read by the next block's depthwise conv (channel i to channel i:
+        a pass-through) and its pointwise conv, or by the classifier. Removed blocks (nn.Identity) are skipped."""
+        groups, producer, name = [], (self.stem[0], self.stem[1]), "stem"
+        for i, block in enumerate(self.blocks):
+            if isinstance(block, nn.Identity):
+                continue
+            groups.append({"name": name, "kind": "inner", "producers": [producer], "passthrough": [(block[0], block[1])],
+                           "consumers": [block[3]]})
+            producer, name = (block[3], block[4]), f"blocks.{i}"
+        groups.append({"name": name, "kind": "inner", "producers": [producer], "passthrough": [],
+                       "consumers": [self.head[-1]]})
+        return groups
+
     def forward(self, x):
         if x.dim() == 3:  # (batch, n_mels, frames): one input channel
             x = x.unsqueeze(1)

@@ -334,13 +334,16 @@ class ChannelGroup:
     producers: (conv, bn) pairs that write these channels (output dim of the conv);
     consumers: Conv2d / Linear layers that read them (input dim). kind: "inner" (a block's
     hidden channels) or "stream" (the residual stream of a stage, shared by every block's
-    output, the identity shortcuts and the next stage's input).
+    output, the identity shortcuts and the next stage's input). passthrough: (depthwise conv, bn) pairs
+    between producers and consumers, whose channel i reads channel i only (groups = channels): they lose the
+    same channels on both sides.
     """
 
     name: str
     kind: str
     producers: list
     consumers: list
+    passthrough: list = field(default_factory=list)
 
     @property
     def channels(self) -> int:
@@ -358,7 +361,9 @@ def _projection(block: nn.Module):
 
 
 def channel_groups(model: nn.Module, scope: str = "inner") -> dict[str, ChannelGroup]:
-    """The channel groups of a ResNet with BasicBlocks (coursekit's ResNetCifar, torchvision's resnet18/34).
+    """The channel groups of a ResNet with BasicBlocks (coursekit's ResNetCifar, torchvision's resnet18/34), or of any
+    model that describes its own: a ``channel_groups_spec()`` method returning dicts with name, kind, producers,
+    passthrough and consumers (``coursekit.kws.DSCNN`` does; the ResNet rules below are then not used).
 
     scope: "inner" -> one group per block, named "<stage>.<i>" (conv1's outputs, bn1, conv2's inputs);
     "stream" -> one group per residual stream, named "<stage>.stream": the stem or a projection
@@ -369,6 +374,9 @@ def channel_groups(model: nn.Module, scope: str = "inner") -> dict[str, ChannelG
     """
     if scope not in ("inner", "stream", "all"):
         raise ValueError(f"scope: {scope!r} is not allowed; use inner, stream, all")
+    if hasattr(model, "channel_groups_spec"):
+        described = [ChannelGroup(**spec) for spec in model.channel_groups_spec()]
+        return {g.name: g for g in described if scope == "all" or g.kind == scope}
     stages = [(n, getattr(model, n)) for n in ("layer1", "layer2", "layer3", "layer4") if hasattr(model, n)]
     if not stages or not hasattr(model, "fc"):
         raise ValueError("channel_groups: expected a ResNet with layer1..layerN stages of residual blocks and an fc")
@@ -409,13 +417,35 @@ def prune_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, keep: torch.Tensor
     new_conv.weight.copy_(conv.weight[keep])
     if conv.bias is not None:
         new_conv.bias.copy_(conv.bias[keep])
+    return new_conv.train(conv.training), _prune_bn(bn, keep)
+
+
+@torch.no_grad()
+def _prune_bn(bn: nn.BatchNorm2d | None, keep: torch.Tensor) -> nn.BatchNorm2d | None:
+    """A BatchNorm2d with only the channels ``keep``: affine parameters and running statistics."""
     if bn is None:
-        return new_conv.train(conv.training), None
-    new_bn = nn.BatchNorm2d(len(keep), bn.eps, bn.momentum).to(conv.weight.device)
+        return None
+    new_bn = nn.BatchNorm2d(len(keep), bn.eps, bn.momentum).to(bn.weight.device)
     for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(new_bn, name).copy_(getattr(bn, name)[keep])
+        getattr(new_bn, name).copy_(getattr(bn, name)[keep.to(bn.weight.device)])
     new_bn.num_batches_tracked.copy_(bn.num_batches_tracked)
-    return new_conv.train(conv.training), new_bn.train(bn.training)
+    return new_bn.train(bn.training)
+
+
+@torch.no_grad()
+def prune_depthwise(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, keep: torch.Tensor):
+    """New (depthwise conv, bn) keeping channels ``keep`` on both sides: weight (C, 1, k, k) -> (len(keep), 1, k, k),
+    groups = len(keep); the BN's statistics and affine parameters of those channels."""
+    if conv.groups != conv.in_channels or conv.in_channels != conv.out_channels:
+        raise ValueError(f"prune_depthwise: a conv with {conv.in_channels} inputs, {conv.out_channels} outputs and "
+                         f"{conv.groups} groups is not depthwise")
+    keep = keep.to(conv.weight.device)
+    new_conv = nn.Conv2d(len(keep), len(keep), conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                         groups=len(keep), bias=conv.bias is not None).to(conv.weight.device)
+    new_conv.weight.copy_(conv.weight[keep])
+    if conv.bias is not None:
+        new_conv.bias.copy_(conv.bias[keep])
+    return new_conv.train(conv.training), _prune_bn(bn, keep)
 
 
 @torch.no_grad()
@@ -491,6 +521,11 @@ def prune_channels(model: nn.Module, ratios, *, importance=l1_filter_importance,
         keep = torch.sort(torch.topk(scores, keep_n).indices).values  # original order kept
         for conv, bn in g.producers:
             c2, b2 = prune_conv_bn(conv, bn, keep)
+            _replace(new, conv, c2)
+            if bn is not None:
+                _replace(new, bn, b2)
+        for conv, bn in g.passthrough:
+            c2, b2 = prune_depthwise(conv, bn, keep)
             _replace(new, conv, c2)
             if bn is not None:
                 _replace(new, bn, b2)

@@ -2,6 +2,7 @@
 reader on a synthetic sine, the splits (no speaker leaks, k bounded), the feature cache and its invalidation, the
 missing-data error, and the DS-CNN's shapes."""
 
+import copy
 import math
 import wave
 
@@ -12,6 +13,7 @@ from coursekit import audio
 from coursekit.audio import LogMelSettings, few_shot_indices, load_fsdd, log_mel, mel_filterbank, read_wav, speaker_split
 from coursekit.downloads import FSDD_SPEAKERS
 from coursekit.kws import DSCNN
+from coursekit.prune import bn_scale_importance
 
 
 def _write_wav(path, samples, rate=8000):
@@ -155,3 +157,41 @@ def test_speech_batches_cover_each_clip_once_per_epoch_and_refuse_empty_splits(t
         SpeechBatches(data, test[:0], mean=0.0, std=1.0)
     with pytest.raises(ValueError, match="batch_size: 0 is not allowed"):
         SpeechBatches(data, test, mean=0.0, std=1.0, batch_size=0)
+
+
+def test_course_channel_pruning_takes_the_dscnn_and_equals_the_dense_model_with_those_channels_silenced():
+    from coursekit.prune import channel_groups, prune_channels
+
+    torch.manual_seed(0)
+    model = DSCNN(width=16, blocks=3).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    groups = channel_groups(model, "all")
+    assert list(groups) == ["stem", "blocks.0", "blocks.1", "blocks.2"]
+    pruned = prune_channels(model, 0.5, scope="all", importance=bn_scale_importance).eval()  # scores of the BN alone
+    widths = [m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [8] * 7 and pruned.head[-1].in_features == 8
+    assert all(m.groups == m.in_channels for m in list(pruned.modules()) if isinstance(m, torch.nn.Conv2d)
+               and m.kernel_size == (3, 3))
+    # the dense model with the removed channels silenced (their BN scale and shift 0, after every producer and
+    # pass-through) computes what the pruned model computes
+    silenced = copy.deepcopy(model)
+    spec = {g["name"]: g for g in silenced.channel_groups_spec()}
+    kept = {}
+    for name, g in groups.items():
+        scores = g.importance(bn_scale_importance)
+        kept[name] = torch.sort(torch.topk(scores, 8).indices).values
+    with torch.no_grad():
+        for name, g in spec.items():
+            drop = torch.tensor([c for c in range(16) if c not in kept[name].tolist()])
+            for _, bn in g["producers"] + g["passthrough"]:
+                bn.weight[drop] = 0
+                bn.bias[drop] = 0
+    x = torch.randn(3, 40, 51)
+    assert torch.allclose(pruned(x), silenced(x), atol=1e-5)
+    model.blocks[1] = torch.nn.Identity()  # a removed block: the stream runs past it
+    assert list(channel_groups(model, "all")) == ["stem", "blocks.0", "blocks.2"]
+    assert prune_channels(model, 0.5, scope="all")(x).shape == (3, 10)
