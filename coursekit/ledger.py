@@ -104,12 +104,15 @@ def _fmt_int(n: int) -> str:
 
 def ledger_table(records: list[dict]) -> str:
     """A markdown table: notebook, stage, model, accuracy, params, MACs, sizes and every latency key
-    (led by a "run" column when records carry one, as the sweep runs of ``coursekit report`` do)."""
+    (led by a "run" column when records carry one, as the sweep runs of ``coursekit report`` do; a "runtime" column,
+    e.g. "onnxruntime int8", when records name the runtime that ran them, as chapters 11 and 12 do, so that one
+    model can be compared across runtimes)."""
     lat_keys = latency_keys(records)
     head = ["notebook", "stage", "model", "profile", "seed", "test acc", "params", "nonzero", "MACs",
             "size", "gzip"] + [f"{k} ms" for k in lat_keys]
     with_run = any("run" in r for r in records)
-    head = ["run"] * with_run + head
+    with_runtime = any("runtime" in (r.get("extra") or {}) for r in records)
+    head = ["run"] * with_run + head[:3] + ["runtime"] * with_runtime + head[3:]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         acc = "" if r.get("accuracy") is None else f"{100 * r['accuracy']:.2f}%"
@@ -117,7 +120,9 @@ def ledger_table(records: list[dict]) -> str:
                _fmt_int(r["nonzero_params"]), _fmt_int(r["macs"]), f"{r['size_bytes'] / 1e6:.2f} MB",
                f"{r['size_gzip_bytes'] / 1e6:.2f} MB"]
         row += [f"{r['latency_ms'][k]:.2f}" if k in r["latency_ms"] else "" for k in lat_keys]
-        row = [str(r.get("run", ""))] * with_run + row
+        extra = r.get("extra") or {}
+        runtime = " ".join(str(extra[k]) for k in ("runtime", "precision") if extra.get(k))
+        row = [str(r.get("run", ""))] * with_run + row[:3] + [runtime] * with_runtime + row[3:]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

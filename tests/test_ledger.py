@@ -78,3 +78,15 @@ def test_relative_table_and_headline_against_a_reference():
     assert "| base |  |  |" in lines[2], "no accuracy, no difference, no latency: blank cells"
     assert headline(teacher, final, "cpu_b64") == ("10.0 times fewer parameters, 4.00 times faster at cpu_b64, accuracy down "
                                                    "3.00 points (90.00% -> 87.00%)")
+
+
+def test_ledger_table_names_the_runtime_when_records_carry_one():
+    plain = ledger_table([_rec()])
+    assert "runtime" not in plain.splitlines()[0]
+    table = ledger_table([_rec(model="final_eager", extra={"runtime": "eager", "precision": "fp32"}),
+                          _rec(model="final_ort", extra={"runtime": "onnxruntime", "precision": "int8"}), _rec()])
+    head, _, eager, ort, old = table.splitlines()
+    assert head.startswith("| notebook | stage | model | runtime | profile |")
+    assert "| final_eager | eager fp32 | cpu |" in eager and "| final_ort | onnxruntime int8 | cpu |" in ort
+    assert "| base |  | cpu |" in old  # a record without a runtime: an empty cell, the columns still line up
+    assert len({line.count("|") for line in (head, eager, ort, old)}) == 1
