@@ -62,9 +62,10 @@ def test_wav_reader_finds_a_sines_frequency_and_refuses_another_rate(tmp_path):
         read_wav(tmp_path / "fast.wav", expected_rate=8000)
 
 
-@pytest.fixture
-def tiny_fsdd(tmp_path):
-    """An FSDD-shaped folder: 3,000 short clips (a different tone per digit), speakers.json."""
+@pytest.fixture(scope="module")
+def tiny_fsdd(tmp_path_factory):
+    """An FSDD-shaped folder (made once for this module, read only): 3,000 short clips, a tone per digit."""
+    tmp_path = tmp_path_factory.mktemp("fsdd")
     root = tmp_path / "data" / "fsdd"
     (root / "recordings").mkdir(parents=True)
     for d in range(10):
