@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .batching import epoch_order
 from .files import save_torch_atomic
 from .validate import integer, one_of
 
@@ -252,10 +253,8 @@ class SpeechBatches:
         return -(-len(self.y) // self.batch_size)
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        gen, order = epoch_order(len(self.y), seed=self.seed, epoch=self.epoch, shuffle=self.shuffle, device=self.x.device)
         self.epoch += 1
-        n = len(self.y)
-        order = torch.randperm(n, generator=gen).to(self.x.device) if self.shuffle else torch.arange(n, device=self.x.device)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x = self.x[idx]

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .batching import epoch_order
 from .files import save_torch_atomic
 from .paths import cache_dir, default_data_dir  # the data-dir rules live in paths; data re-exports them
 from .validate import fraction
@@ -368,10 +369,8 @@ class Batches:
         return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        gen, order = epoch_order(len(self.y), seed=self.seed, epoch=self.epoch, shuffle=self.shuffle, device=self.x.device)
         self.epoch += 1
-        n = len(self.y)
-        order = torch.randperm(n, generator=gen).to(self.x.device) if self.shuffle else torch.arange(n, device=self.x.device)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x = (self.x[idx].float().div_(255) - self.mean) / self.std
