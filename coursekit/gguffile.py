@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .files import refuse_existing
+from .validate import one_of
 
 __all__ = ["GGUF_TYPES", "gguf_tensor_name", "permute_for_gguf", "write_llama_gguf", "gguf_tensor_summary"]
 
@@ -101,8 +102,7 @@ def write_llama_gguf(model: nn.Module, template: str | os.PathLike, path: str | 
     Refuses an existing ``path``. Returns the path."""
     import gguf
 
-    if weight_type not in GGUF_TYPES:
-        raise ValueError(f"weight_type: {weight_type!r} is not allowed; use one of {GGUF_TYPES}")
+    one_of("weight_type", weight_type, GGUF_TYPES)
     path = refuse_existing(path, "write_llama_gguf")
     cfg = model.config
     reader = gguf.GGUFReader(str(template))

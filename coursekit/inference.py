@@ -14,11 +14,12 @@ import time
 import torch
 from torch import nn
 
-__all__ = ["RUNTIMES", "PRECISIONS", "validate_runtime", "CompiledModel", "Bf16Model", "require_eval_mode",
+from .validate import integer
+
+__all__ = ["RUNTIMES", "validate_runtime", "CompiledModel", "Bf16Model", "require_eval_mode",
            "accuracy_in_fixed_batches"]
 
 RUNTIMES = ("eager", "compile", "onnxruntime", "llama.cpp")
-PRECISIONS = ("fp32", "bf16", "int8", "int4", "q8_0", "q4_1")
 
 
 def validate_runtime(runtime: str) -> str:
@@ -95,8 +96,7 @@ def accuracy_in_fixed_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ``batch_size`` (the last one padded with zeros, whose outputs are dropped): a compiled model with static shapes
     and an exported one see only the shape they were built and timed at, so their accuracy is the same
     computation as their latency."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: {batch_size!r} is not allowed; use a positive integer")
+    integer("batch_size", batch_size, lo=1, allowed="a positive integer")
     correct = 0
     for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]
