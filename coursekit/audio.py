@@ -23,7 +23,8 @@ from .files import save_torch_atomic
 from .validate import integer, one_of
 
 __all__ = ["FSDD_RATE", "read_wav", "hz_to_mel", "mel_to_hz", "mel_filterbank", "LogMelSettings", "log_mel",
-           "fsdd_folder", "FsddData", "load_fsdd", "official_split", "speaker_split", "few_shot_indices",
+           "fsdd_folder", "FsddData", "load_fsdd", "official_split", "speaker_split", "few_shot_indices", "SpeechFold",
+           "speech_fold",
            "augment_speech", "SpeechBatches"]
 
 FSDD_RATE = 8000  # every FSDD recording: 8 kHz, mono, 16-bit
@@ -203,6 +204,42 @@ def few_shot_indices(data: FsddData, speaker: str, k: int, seed: int) -> tuple[t
     rest = mine[~torch.isin(mine, chosen)]
     return chosen.sort().values, rest
 
+
+@dataclass
+class SpeechFold:
+    """One evaluation setting over the heard speakers' takes: ``test`` (takes 0 .. test_takes - 1, the official
+    split's test takes), ``val`` (the next ``val_takes``: where settings are chosen), ``train`` (the rest), and, with
+    a ``held_out`` speaker, ``unseen`` (all of that speaker's clips, never in train or val). ``mean`` / ``std``: the
+    training features' statistics, the normalisation every split of the fold uses."""
+    name: str
+    held_out: str | None
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    unseen: torch.Tensor | None
+    mean: float
+    std: float
+
+
+def speech_fold(data: FsddData, held_out: str | None = None, *, test_takes: int = 5, val_takes: int = 5) -> SpeechFold:
+    """The official split (``held_out=None``: all six speakers heard, test = their first ``test_takes`` takes) or a
+    leave-one-speaker-out fold, both with ``val_takes`` takes of the heard speakers carved from training."""
+    integer("test_takes", test_takes, lo=1)
+    integer("val_takes", val_takes, lo=1)
+    heard = torch.ones_like(data.digits, dtype=torch.bool)
+    unseen = None
+    if held_out is not None:
+        _, unseen = speaker_split(data, held_out)
+        heard[unseen] = False
+    test, val = heard & (data.take < test_takes), heard & (data.take >= test_takes) & (data.take < test_takes + val_takes)
+    train = heard & (data.take >= test_takes + val_takes)
+    if not train.any():
+        raise ValueError(f"val_takes: {val_takes} with test_takes {test_takes} leave no take for training "
+                         f"(the speakers have {int(data.take.max()) + 1})")
+    ids = [torch.nonzero(m).squeeze(1) for m in (train, val, test)]
+    feats = data.features[ids[0]]
+    return SpeechFold("official" if held_out is None else f"unseen {held_out}", held_out, *ids, unseen,
+                      float(feats.mean()), float(feats.std()))
 
 
 def augment_speech(x: torch.Tensor, *, max_shift: int, max_freq_mask: int, max_time_mask: int,

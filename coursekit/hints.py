@@ -11,7 +11,7 @@ from .settings import EXERCISE_JUDGE
 __all__ = ["fail", "reset_hints", "judged_note", "judge_targets"]
 
 _JUDGED = {"all": "both targets judged", "size": "the size judged; the accuracy reported, not judged",
-           "none": "reported, not judged: the targets were set for CIFAR-10 on the cpu profile"}
+           "none": "reported, not judged: the targets were set on the cpu profile, for the data the chapter uses by default"}
 
 
 def judged_note(judge: str) -> str:

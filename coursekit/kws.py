@@ -8,11 +8,12 @@ Input (batch, n_mels, frames) or (batch, 1, n_mels, frames); output (batch, clas
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .validate import integer
 
-__all__ = ["ds_block", "DSCNN"]
+__all__ = ["ds_block", "DSCNN", "activation_arena_bytes"]
 
 
 def ds_block(channels: int) -> nn.Sequential:
@@ -37,6 +38,10 @@ class DSCNN(nn.Module):
         self.blocks = nn.Sequential(*[ds_block(width) for _ in range(blocks)])
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(width, classes))
 
+    def trimmable_blocks(self) -> list[str]:
+        """The blocks ``coursekit.trim`` may remove (each keeps its input's shape), skipping removed ones."""
+        return [f"blocks.{i}" for i, b in enumerate(self.blocks) if not isinstance(b, nn.Identity)]
+
     def channel_groups_spec(self) -> list[dict]:
         """The channels that must be pruned together (``coursekit.prune.channel_groups`` reads this): the stem's output,
         then each block's pointwise output; each is read by the next block's depthwise conv (channel i to channel i:
@@ -53,6 +58,26 @@ class DSCNN(nn.Module):
         return groups
 
     def forward(self, x):
-        if x.dim() == 3:  # (batch, n_mels, frames): one input channel
-            x = x.unsqueeze(1)
+        x = x.reshape(-1, 1, x.shape[-2], x.shape[-1])  # (batch, n_mels, frames) gets its one channel; no branch, so
+        # that FX (int8) and torch.export (ONNX) trace one graph
         return self.head(self.blocks(self.stem(x)))
+
+
+@torch.no_grad()
+def activation_arena_bytes(model: nn.Module, input_size, bytes_per_value: int = 1) -> int:
+    """The least working memory (RAM) one inference at batch 1 needs when layers run one after another and each
+    holds its input and its output at once, as a microcontroller runtime's tensor arena does (TensorFlow Lite
+    Micro's, for one): the largest (input values + output values) of any leaf layer, times ``bytes_per_value``
+    (1 for int8). ``input_size``: one example's shape, e.g. (1, 40, 51). Weights are not counted (they stay in
+    flash). The model's train/eval mode is left as it was."""
+    sizes = []
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].numel() + out.numel())) for m in leaves]
+    was = model.training
+    try:
+        model.eval()(torch.zeros(1, *input_size, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return max(sizes) * bytes_per_value

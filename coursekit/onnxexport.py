@@ -21,7 +21,7 @@ from .files import refuse_existing
 from .inference import require_eval_mode
 
 __all__ = ["onnxruntime_available", "export_onnx", "onnx_session", "OnnxModel", "quantize_onnx_dynamic",
-           "quantize_onnx_static", "onnx_file_mb"]
+           "quantize_onnx_static", "onnx_weight_bytes", "onnx_file_mb"]
 
 
 def onnxruntime_available() -> str | None:
@@ -139,6 +139,16 @@ def quantize_onnx_static(src: str | os.PathLike, dst: str | os.PathLike, calibra
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
     return dst
+
+
+def onnx_weight_bytes(path: str | os.PathLike) -> int:
+    """Bytes of every initializer of the ONNX file at ``path`` (weights, biases, scales and zero points as they are
+    stored: int8 weights one byte each, int32 biases four): the weights a device must hold, without the graph."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    return sum(numpy_helper.to_array(t).nbytes for t in graph.initializer)
 
 
 def onnx_file_mb(path: str | os.PathLike) -> float:

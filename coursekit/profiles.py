@@ -56,6 +56,28 @@ SHARED: dict = {
     "llm_heal_lr": 1e-4,
     "amp": "auto",
     "channels_last": True,
+    # 13, speech: log-mel features (25 ms windows, a 20 ms hop: half the frames of 10 ms, no accuracy lost in the
+    # calibration) and the DS-CNN keyword spotter's recipe (AdamW, one-cycle, time shift and SpecAugment masks)
+    "speech_hop_ms": 20.0,
+    "speech_mels": 40,
+    "speech_width": 32,
+    "speech_blocks": 4,
+    "speech_lr": 0.01,
+    "speech_weight_decay": 0.01,
+    "speech_batch_size": 64,
+    "speech_shots": [1, 2, 5],  # 13: takes per digit of the new speaker that adaptation may use
+    # 13: AdamW rates of speaker adaptation, all layers or BatchNorm only / the classifier only, chosen from 1e-3, 3e-3
+    # and 1e-2 by adapting to yweweler, a speaker no profile holds out to report (3 seeds, k = 1, 2, 5)
+    "speech_adapt_lr": 1e-3,
+    "speech_head_lr": 1e-2,
+    "speech_student_width": 16,  # 13: the distilled student, <= 1/4 of the teacher's parameters
+    "speech_student_blocks": 2,
+    # 13: distillation's temperature and weight, chosen on the first fold's validation takes in a calibration
+    # (recovering the pruned teacher: T = 1, 2, 4 at alpha 0.5 and T = 2 at alpha 0.9 gave 95.6-96.8%, the last best)
+    "speech_kd_temperature": 2.0,
+    "speech_kd_alpha": 0.9,
+    "speech_blocks_to_remove": 1,  # 13: DS-CNN blocks trimmed from the teacher (plans "trim" and "trim + prune")
+    "speech_channel_ratio": 0.5,  # 13: share of every channel group pruned (plans "prune" and "trim + prune")
 }
 
 PROFILES: dict[str, dict] = {
@@ -143,6 +165,12 @@ PROFILES: dict[str, dict] = {
         "quant_qat_epochs": 1,  # 11: quantization-aware fine-tuning epochs (and the same-schedule float control)
         "quant_llm_eval_tokens": 256,  # 11: WikiText-2 test tokens behind every scheme's float32 perplexity (None: all)
         "quant_awq_grid": 3,  # 11: values of alpha in [0, 1] that AWQ's scale search tries per layer
+        "speech_epochs": 1,  # 13: the teacher's and each fold's epochs
+        "speech_student_epochs": 1,  # 13: every student's and every recovery's epochs
+        "speech_held_out": ["george"],  # 13: speakers held out, one fold each
+        "speech_seeds": 2,  # 13: seeds of every adaptation, distillation and recovery comparison
+        "speech_adapt_steps": 2,  # 13: fine-tuning steps on the new speaker's k takes per digit
+        "speech_scratch_steps": 4,  # 13: steps of a model trained from scratch on those takes alone
     },
     "cpu": {
         **SHARED,
@@ -231,6 +259,12 @@ PROFILES: dict[str, dict] = {
         "quant_qat_epochs": 1,  # 11: quantization-aware fine-tuning epochs (and the same-schedule float control)
         "quant_llm_eval_tokens": 2048,  # 11: WikiText-2 test tokens behind every scheme's float32 perplexity (None: all)
         "quant_awq_grid": 21,  # 11: values of alpha in [0, 1] that AWQ's scale search tries per layer
+        "speech_epochs": 20,  # 13: the teacher's and each fold's epochs
+        "speech_student_epochs": 20,  # 13: every student's and every recovery's epochs
+        "speech_held_out": ["george", "jackson"],  # 13: a stated subset, the first two by name (gpu: all six)
+        "speech_seeds": 3,  # 13: seeds of every adaptation, distillation and recovery comparison
+        "speech_adapt_steps": 30,  # 13: fine-tuning steps on the new speaker's k takes per digit
+        "speech_scratch_steps": 100,  # 13: steps of a model trained from scratch on those takes alone
     },
     "gpu": {
         **SHARED,
@@ -318,6 +352,12 @@ PROFILES: dict[str, dict] = {
         "quant_qat_epochs": 5,  # 11: quantization-aware fine-tuning epochs (and the same-schedule float control)
         "quant_llm_eval_tokens": None,  # 11: WikiText-2 test tokens behind every scheme's float32 perplexity (None: all)
         "quant_awq_grid": 21,  # 11: values of alpha in [0, 1] that AWQ's scale search tries per layer
+        "speech_epochs": 30,  # 13: the teacher's and each fold's epochs
+        "speech_student_epochs": 30,  # 13: every student's and every recovery's epochs
+        "speech_held_out": ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"],  # 13: leave-one-speaker-out
+        "speech_seeds": 5,  # 13: seeds of every adaptation, distillation and recovery comparison
+        "speech_adapt_steps": 30,  # 13: fine-tuning steps on the new speaker's k takes per digit
+        "speech_scratch_steps": 100,  # 13: steps of a model trained from scratch on those takes alone
     },
 }
 PROFILE_NAMES = ("smoke", "cpu", "gpu", "auto")
@@ -395,5 +435,6 @@ DRY_RUN_CAPS: dict = {
     "llm_eval_tokens": 256, "llm_calib_tokens": 256, "llm_heal_tokens": 4096, "llm_heal_batch": 2, "llm_heal_seq": 64,
     "llm_prompt_len": 32, "llm_decode_tokens": 4, "llm_gen_tokens": 8,
     "quant_calib_batches": 2, "quant_llm_eval_tokens": 256, "quant_awq_grid": 3,
+    "speech_adapt_steps": 2, "speech_scratch_steps": 2, "speech_seeds": 2,  # 13: the few-shot loops are not fit()'s
     "exercise_judge": "size",  # a few steps of training: accuracies mean nothing, the profile's sizes still count
 }

@@ -2,7 +2,8 @@
 
 ``start_session`` resolves the profile, seeds everything, picks the device, resolves the data and run dirs and
 prints the environment report. The ``Session`` it returns holds what was resolved and hands out the helpers bound to
-it: ``S.images`` (Part 1, ``coursekit.imagework``), ``S.text`` (Part 2, ``coursekit.textwork``) and ``S.recorder``
+it: ``S.images`` (Part 1, ``coursekit.imagework``), ``S.text`` (Part 2, ``coursekit.textwork``), ``S.speech``
+(Part 3, ``coursekit.speechwork``) and ``S.recorder``
 (latency measurements and ledger records, ``coursekit.recorder``). No recipe and no record loop lives here.
 Introduced in notebooks/00_baseline.ipynb.
 """
@@ -24,11 +25,13 @@ from .models import check_spec
 from .paths import REPO_ROOT, default_data_dir
 from .profiles import GPU_PROFILE_NOTE, Profile, resolve_profile
 from .recorder import Recorder
+from .speechwork import SpeechWork
 from .textwork import TextWork
 
-__all__ = ["Session", "start_session", "resolve_run_dir", "TEXT_DATASETS"]
+__all__ = ["Session", "start_session", "resolve_run_dir", "TEXT_DATASETS", "SPEECH_DATASETS"]
 
 TEXT_DATASETS = ("sst2", "trec", "wikitext2")
+SPEECH_DATASETS = ("fsdd",)
 TARGETS_SET_ON = ("cifar10",)  # the data the numeric-target exercises' targets were set on (checks.check_target)
 
 
@@ -76,6 +79,11 @@ class Session:
         """Part 2's helpers (``coursekit.textwork.TextWork``): text data, batches, recipe, teacher, records."""
         return TextWork(self.recorder, self.data_dir)
 
+    @cached_property
+    def speech(self) -> SpeechWork:
+        """Part 3's helpers (``coursekit.speechwork.SpeechWork``): speech features, folds, recipe, adaptation, records."""
+        return SpeechWork(self.recorder, self.data_dir)
+
 
 def start_session(notebook: str, *, profile: str = "auto", seed: int = 0, data_dir: str | None = None,
                   run_dir: str = "runs/latest", dataset: str = "cifar10", print_report: bool = True,
@@ -90,13 +98,13 @@ def start_session(notebook: str, *, profile: str = "auto", seed: int = 0, data_d
     settings = resolve_profile(profile, **overrides)
     for key in settings.model_spec_fields():
         check_spec(key, settings[key])
-    if dataset not in TEXT_DATASETS:
+    if dataset not in (*TEXT_DATASETS, *SPEECH_DATASETS):
         _data.parse_dataset(dataset)
     seed_everything(seed)
     device = pick_device(settings.name)
     rd = resolve_run_dir(run_dir)
     rd.mkdir(parents=True, exist_ok=True)
-    targets_apply = dataset in (*TEXT_DATASETS, *TARGETS_SET_ON)
+    targets_apply = dataset in (*TEXT_DATASETS, *SPEECH_DATASETS, *TARGETS_SET_ON)
     if not targets_apply:
         settings["exercise_judge"] = "none"  # a numeric-target exercise reports its measurements on data it was not set for
     report = environment_report(settings, device)

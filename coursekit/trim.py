@@ -4,7 +4,9 @@ A residual block computes ``x + f(x)``; deleting it leaves ``x``, which the next
 knows how to read, so a ResNet degrades gracefully (Veit et al. 2016: residual networks behave
 like ensembles of shallower paths). Blocks that change the shape (stride 2 or a new channel
 count) cannot simply go: ``remove_blocks`` refuses them unless asked to keep their shortcut
-projection in their place.
+projection in their place. A model without shortcuts can declare its shape-keeping blocks itself
+(``trimmable_blocks()``, as ``coursekit.kws.DSCNN`` does): removing one of those removes its whole path, so it
+costs more than a residual block and needs recovery (notebooks/13_speech_capstone.ipynb).
 
 Block importance, one signature ``fn(model, batches, names) -> {name: score}`` (larger = more
 important): ``ablation_importance`` (accuracy drop when the block becomes the identity),
@@ -28,7 +30,7 @@ from .train import evaluate
 from .validate import integer
 
 __all__ = [
-    "residual_blocks", "removable_blocks", "remove_blocks", "validate_blocks_to_remove", "blocks_to_drop",
+    "residual_blocks", "trimmable_blocks", "removable_blocks", "remove_blocks", "validate_blocks_to_remove", "blocks_to_drop",
     "angular_distance", "block_influence", "block_io", "ablation_importance", "angular_importance",
     "influence_importance", "BLOCK_IMPORTANCE",
 ]
@@ -39,9 +41,23 @@ def residual_blocks(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if is_residual_block(m)]
 
 
+def trimmable_blocks(model: nn.Module) -> list[str]:
+    """The blocks trimming may consider, in forward order: the ones a model declares itself (a
+    ``trimmable_blocks()`` method, e.g. ``coursekit.kws.DSCNN``'s shape-keeping depthwise-separable blocks, which
+    have no shortcut: removing one removes its whole path), else every residual block."""
+    if hasattr(model, "trimmable_blocks"):
+        return list(model.trimmable_blocks())
+    return residual_blocks(model)
+
+
+def _changes_shape(model: nn.Module, name: str) -> bool:
+    block = model.get_submodule(name)
+    return is_residual_block(block) and block_changes_shape(block)  # a declared non-residual block keeps its shape
+
+
 def removable_blocks(model: nn.Module) -> list[str]:
     """The blocks whose output has their input's shape: replacing them by ``nn.Identity`` keeps the network valid."""
-    return [n for n in residual_blocks(model) if not block_changes_shape(model.get_submodule(n))]
+    return [n for n in trimmable_blocks(model) if not _changes_shape(model, n)]
 
 
 def remove_blocks(model: nn.Module, names, *, downsampling: str = "error") -> nn.Module:
@@ -53,7 +69,7 @@ def remove_blocks(model: nn.Module, names, *, downsampling: str = "error") -> nn
     ``model`` itself is not changed. Unknown or repeated names raise ValueError before any change.
     """
     names = list(names)
-    blocks = residual_blocks(model)
+    blocks = trimmable_blocks(model)
     unknown = [n for n in names if n not in blocks]
     if unknown:
         raise ValueError(f"blocks: the model has no block(s) {unknown}; blocks: {', '.join(blocks)}")
@@ -61,7 +77,7 @@ def remove_blocks(model: nn.Module, names, *, downsampling: str = "error") -> nn
         raise ValueError(f"blocks: {names} names a block twice")
     if downsampling not in ("error", "projection"):
         raise ValueError(f"downsampling: {downsampling!r} is not allowed; use error, projection")
-    shaped = [n for n in names if block_changes_shape(model.get_submodule(n))]
+    shaped = [n for n in names if _changes_shape(model, n)]
     if shaped and downsampling == "error":
         raise ValueError(f"blocks: {shaped} change the tensor's shape (stride or channels) and cannot be replaced by the "
                          f"identity; removable blocks: {', '.join(removable_blocks(model))} "

@@ -16,7 +16,7 @@ CORE = {"paths", "files", "distributed", "runsettings", "validate", "env", "sett
 PART1 = {"data", "models", "checkpoints", "transfer", "distill", "prune", "trim", "imagework", "imagechecks"}
 PART2 = {"pretrained", "textdata", "textmodels", "textdistill", "textprune", "layerscores", "sparsity", "llm",
          "textwork", "textchecks", "textbaseline"}
-PART3 = {"audio", "kws"}  # the speech capstone (13): its data and model; it borrows Part 1's tools in the notebook
+PART3 = {"audio", "kws", "speechwork", "speechchecks"}  # the speech capstone (13); it borrows Part 1's tools in the notebook
 FRONT = {"session", "checks", "cli", "__main__", "__init__"}
 LAYER = {**{m: "core" for m in CORE}, **{m: "part1" for m in PART1}, **{m: "part2" for m in PART2},
          **{m: "part3" for m in PART3}, **{m: "front" for m in FRONT}}
@@ -84,7 +84,7 @@ def test_session_is_a_thin_front_door():
     tree = ast.parse((PACKAGE / "session.py").read_text())
     session = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Session")
     methods = {n.name for n in session.body if isinstance(n, ast.FunctionDef)}
-    assert methods == {"recorder", "images", "text"}, methods
+    assert methods == {"recorder", "images", "text", "speech"}, methods
     called = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
               for n in ast.walk(session) if isinstance(n, ast.Call)}
     assert not called & {"fit", "record_models", "model_record", "append_record", "latency_medians"}, called

@@ -113,12 +113,20 @@ def test_missing_fsdd_names_the_folder_and_the_source(tmp_path, monkeypatch):
     assert not (tmp_path / "empty" / "fsdd" / "recordings").exists()
 
 
-def test_dscnn_shapes_and_a_removable_block():
+def test_dscnn_shapes_and_the_course_trimming_removes_its_blocks():
+    from coursekit.trim import angular_importance, removable_blocks, remove_blocks
+
     model = DSCNN(width=16, blocks=3).eval()
     x = torch.randn(2, 40, 101)
     assert model(x).shape == (2, 10) and model(x.unsqueeze(1)).shape == (2, 10)
-    model.blocks[1] = torch.nn.Identity()  # a block keeps its channel count: removing it needs no reshaping
-    assert model(x).shape == (2, 10)
+    assert removable_blocks(model) == ["blocks.0", "blocks.1", "blocks.2"]  # every block keeps its channel count
+    trimmed = remove_blocks(model, ["blocks.1"])
+    assert isinstance(trimmed.blocks[1], torch.nn.Identity) and not isinstance(model.blocks[1], torch.nn.Identity)
+    assert trimmed(x).shape == (2, 10) and removable_blocks(trimmed) == ["blocks.0", "blocks.2"]
+    with pytest.raises(ValueError, match="no block"):
+        remove_blocks(trimmed, ["blocks.1"])  # already gone
+    scores = angular_importance(model, [(x, torch.zeros(2, dtype=torch.long))])
+    assert set(scores) == {"blocks.0", "blocks.1", "blocks.2"} and all(0 <= v <= 1 for v in scores.values())
     with pytest.raises(ValueError, match="width: 0 is not allowed"):
         DSCNN(width=0)
 

@@ -35,7 +35,8 @@ def _exercise(source):
     return compile(tree, "exercise", "exec")
 
 
-TARGET_CHECKS = ("checks.check_target(", "checks.check_bit_plan(", "checks.check_pruning_plan(", "checks.check_fastest_path(")
+TARGET_CHECKS = ("checks.check_target(", "checks.check_bit_plan(", "checks.check_pruning_plan(", "checks.check_fastest_path(",
+                 "checks.check_speech_design(")
 
 
 def _is_target(source: str) -> bool:

@@ -20,6 +20,7 @@ from coursekit.ledger import read_ledger, validate_record
 NOTEBOOKS = list_notebooks()
 COMMON = ("profile", "seed", "data_dir", "run_dir", "dataset")
 COMMON_PART2 = ("profile", "seed", "data_dir", "run_dir", "model_source")  # Part 2 names its task after these
+COMMON_SPEECH = ("profile", "seed", "data_dir", "run_dir")  # 13: one dataset (FSDD), no pretrained model
 
 
 def _part2(path) -> bool:
@@ -40,7 +41,7 @@ def test_exactly_one_parameters_cell_of_plain_literals(path):
         assert isinstance(node, ast.Assign), f"only assignments in the parameters cell, got {ast.dump(node)[:60]}"
         ast.literal_eval(node.value)  # plain literals only
         names += [t.id for t in node.targets]
-    common = COMMON_PART2 if _part2(path) else COMMON
+    common = COMMON_SPEECH if path.stem.startswith("13_") else COMMON_PART2 if _part2(path) else COMMON
     assert list(names[: len(common)]) == list(common), "the common parameters come first, in the design's order"
 
 
@@ -211,6 +212,15 @@ CHAPTER_PARAMS = {
                       and {r["task"] for r in recs if r.get("task")} >= {"sst2"}
                       and {r["extra"]["precision"] for r in recs if r["extra"]["runtime"] == "llama.cpp"} == {"q4_1", "f16"}
                       and all(r["size_bytes"] > 0 for r in recs)),
+    # 13 with another held-out speaker (given as text, as papermill's -p passes it), other shots, one thread, a
+    # budget the deployed file cannot meet (the chapter reports it, never stops on it)
+    "13_speech_capstone": ({"held_out": "theo", "shots": "1,3", "threads": 1, "byte_budget": 1024},
+                           lambda recs: {r["extra"]["held_out_speaker"] for r in recs} == {"theo", None}
+                           and all(r["task"] == "fsdd" and r["dataset"] == "fsdd" and r["extra"]["threads"] == 1
+                                   for r in recs)
+                           and {r["extra"]["runtime"] for r in recs} == {"eager", "onnxruntime"}
+                           and {r["stage"] for r in recs} == {"base", "teacher", "compress", "deploy"}
+                           and all(0 <= r["extra"]["unseen_accuracy"] <= 1 for r in recs if r["extra"]["held_out_speaker"])),
     "06_pipeline": ({"temperature": 2.0, "blocks_to_remove": 0},
                     lambda recs: {r["stage"] for r in recs} == {"base", "transfer", "distill", "prune", "trim"}
                     and any(r["extra"].get("temperature") == 2.0 for r in recs)
@@ -297,6 +307,12 @@ def test_papermill_sees_every_parameter(path):
     ("12_deployment", {"gguf_type": "Q3_K"}, "gguf_type: 'Q3_K' is not allowed"),
     ("12_deployment", {"compile_models": "yes"}, "compile_models: 'yes' is not allowed; use True, False"),
     ("12_deployment", {"export_dir": "EXISTING"}, "already exists; this chapter never writes over files"),
+    ("13_speech_capstone", {"held_out": "alice"}, "held_out: 'alice' is not allowed; use george, jackson, lucas"),
+    ("13_speech_capstone", {"held_out": "theo,theo"}, "held_out: ['theo', 'theo'] is not allowed; use a list of distinct"),
+    ("13_speech_capstone", {"shots": "[1, 50]"}, "shots: 50 is not allowed; use integers from 1 to 49"),
+    ("13_speech_capstone", {"sample_rate": 16000}, "sample_rate: 16000 is not allowed; FSDD is recorded at 8000 Hz"),
+    ("13_speech_capstone", {"byte_budget": 0}, "byte_budget: 0 is not allowed"),
+    ("13_speech_capstone", {"export_dir": "EXISTING"}, "already exists; this chapter never writes over files"),
 ])
 def test_chapter_bad_input_fails_before_any_training(tmp_path, stem, params, message, setup_cells_runner):
     path = NOTEBOOKS[0].parent / f"{stem}.ipynb"
@@ -326,7 +342,7 @@ def test_notebook_list_matches_the_design():
     design = ["00_baseline", "01_transfer_learning", "02_knowledge_distillation", "03_pruning_unstructured",
               "04_pruning_structured", "05_layer_trimming", "06_pipeline", "07_transformer_transfer",
               "08_transformer_distillation", "09_transformer_pruning", "10_llm_compression", "11_quantization",
-              "12_deployment"]
+              "12_deployment", "13_speech_capstone"]
     assert [p.stem for p in NOTEBOOKS] == design, "every chapter of the design, and no other, in course order"
 
 
