@@ -170,7 +170,7 @@ def int8_fx_model(model: nn.Module, batches, *, max_batches: int, example: torch
         raise ValueError(f"calibration: max_batches={max_batches}; give at least one batch")
     with ao_quantization_quiet():
         torch.backends.quantized.engine = "x86"
-        prepared = prepare_fx(copy.deepcopy(model).cpu().eval(), get_default_qconfig_mapping("x86"), (example,))
+        prepared = prepare_fx(copy.deepcopy(model).cpu().eval(), get_default_qconfig_mapping("x86"), (example.cpu(),))
         for i, (x, _) in enumerate(batches):
             if i >= max_batches:
                 break

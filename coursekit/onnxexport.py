@@ -39,12 +39,14 @@ def export_onnx(model: nn.Module, example_inputs: tuple, path: str | os.PathLike
                 dynamic_axes: dict[int, str] | None = None) -> Path:
     """Export ``model`` (eval mode, on the CPU) to ``path`` with the dynamo exporter (``torch.export`` underneath),
     weights stored in the file (``external_data=False``: fine under ONNX's 2 GB limit). ``example_inputs``: a tuple
-    of tensors, one per name in ``input_names``; ``dynamic_axes`` {axis: name} of every input that may change size
-    (default {0: "batch"}; a text model adds {1: "seq"}). Refuses a path that exists. Returns the path."""
+    of tensors, one per name in ``input_names`` (moved to the CPU: a GPU session's batches may be passed as they
+    are); ``dynamic_axes`` {axis: name} of every input that may change size (default {0: "batch"}; a text model adds
+    {1: "seq"}). Refuses a path that exists. Returns the path."""
     path = refuse_existing(path, "export_onnx")
     require_eval_mode(model, "export_onnx")
     if len(example_inputs) != len(input_names):
         raise ValueError(f"export_onnx: {len(example_inputs)} example inputs for input_names {list(input_names)}")
+    example_inputs = tuple(t.cpu() for t in example_inputs)  # the export runs on the CPU, wherever the data was
     axes = {0: "batch"} if dynamic_axes is None else dynamic_axes
     dims = {a: torch.export.Dim(name, min=1, max=4096) for a, name in axes.items()}
     dynamic = tuple(dims for _ in input_names) if dims else None  # by position: forward's own argument names may differ
