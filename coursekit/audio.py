@@ -24,8 +24,7 @@ from .validate import integer, one_of
 
 __all__ = ["FSDD_RATE", "read_wav", "hz_to_mel", "mel_to_hz", "mel_filterbank", "LogMelSettings", "log_mel",
            "fsdd_folder", "FsddData", "load_fsdd", "official_split", "speaker_split", "few_shot_indices", "SpeechFold",
-           "speech_fold",
-           "augment_speech", "SpeechBatches"]
+           "speech_fold", "augment_speech", "SpeechBatches"]
 
 FSDD_RATE = 8000  # every FSDD recording: 8 kHz, mono, 16-bit
 

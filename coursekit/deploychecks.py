@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .hints import fail
+from .hints import check_letter, fail
 
 __all__ = ["check_fold_linear_bn", "fastest_within", "check_fastest_path", "check_overhead_answer"]
 
@@ -70,11 +70,8 @@ def check_fastest_path(fn, table: dict) -> None:
 
 def check_overhead_answer(answer: str) -> None:
     """The letter of the explanation the chapter's measurements support (see the exercise's text)."""
-    if not isinstance(answer, str) or answer.strip().lower() not in ("a", "b", "c", "d"):
-        fail(f"answer {answer!r}: give one letter, 'a' to 'd'.")
-    if answer.strip().lower() != "c":
-        fail(f"{answer!r} does not fit every number of section 2 and 6.",
-             "Which of the explanations predicts a large gain at batch 1 AND a small one at batch 64?",
-             "Compare the profiler's operator time with the wall time at batch 1: what is the rest?")
-    print("check passed: at batch 1 the time is per-call overhead, which a runtime removes; at batch 64 it is "
-          "arithmetic, which both run in similar kernels")
+    check_letter(answer, "c", wrong="does not fit every number of section 2 and 6.",
+                 steps=("Which of the explanations predicts a large gain at batch 1 AND a small one at batch 64?",
+                        "Compare the profiler's operator time with the wall time at batch 1: what is the rest?"),
+                 passed="at batch 1 the time is per-call overhead, which a runtime removes; at batch 64 it is "
+                        "arithmetic, which both run in similar kernels")

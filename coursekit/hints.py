@@ -8,7 +8,7 @@ from collections import Counter
 
 from .settings import EXERCISE_JUDGE
 
-__all__ = ["fail", "reset_hints", "judged_note", "judge_targets"]
+__all__ = ["fail", "reset_hints", "judged_note", "judge_targets", "check_letter"]
 
 _JUDGED = {"all": "both targets judged", "size": "the size judged; the accuracy reported, not judged",
            "none": "reported, not judged: the targets were set on the cpu profile, for the data the chapter uses by default"}
@@ -46,6 +46,16 @@ def fail(message: str, *steps: str):
     k = min(shown, len(steps) - 1)
     more = " (try again: a failure of the same kind shows the next step)" if k < len(steps) - 1 else ""
     raise AssertionError(f"{message}\nHint (step {k + 1} of {len(steps)}): {steps[k]}{more}")
+
+
+def check_letter(answer, correct: str, *, wrong: str, steps: tuple[str, ...], passed: str) -> None:
+    """A multiple-choice answer (one letter, 'a' to 'd', any case) against ``correct``: anything else fails first;
+    a wrong letter fails with "<answer> <wrong>" and the hint ladder ``steps``; the right one prints ``passed``."""
+    if not isinstance(answer, str) or answer.strip().lower() not in ("a", "b", "c", "d"):
+        fail(f"answer {answer!r}: give one letter, 'a' to 'd'.")
+    if answer.strip().lower() != correct:
+        fail(f"{answer!r} {wrong}", *steps)
+    print(f"check passed: {passed}")
 
 
 def reset_hints() -> None:

@@ -461,16 +461,12 @@ def prune_channels(model: nn.Module, ratios, *, importance=l1_filter_importance,
             continue
         scores = g.importance(importance)
         keep = torch.sort(torch.topk(scores, keep_n).indices).values  # original order kept
-        for conv, bn in g.producers:
-            c2, b2 = prune_conv_bn(conv, bn, keep)
-            _replace(new, conv, c2)
-            if bn is not None:
-                _replace(new, bn, b2)
-        for conv, bn in g.passthrough:
-            c2, b2 = prune_depthwise(conv, bn, keep)
-            _replace(new, conv, c2)
-            if bn is not None:
-                _replace(new, bn, b2)
+        for cut, pairs in ((prune_conv_bn, g.producers), (prune_depthwise, g.passthrough)):  # outputs; both sides
+            for conv, bn in pairs:
+                c2, b2 = cut(conv, bn, keep)
+                _replace(new, conv, c2)
+                if bn is not None:
+                    _replace(new, bn, b2)
         for layer in g.consumers:
             _replace(new, layer, prune_in_channels(layer, keep))
         new_groups = channel_groups(new, "all")  # modules were replaced: refresh the references

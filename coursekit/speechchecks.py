@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .hints import fail, judge_targets, judged_note
+from .hints import check_letter, fail, judge_targets, judged_note
 from .kws import DSCNN, activation_arena_bytes
 
 __all__ = ["check_arena_bytes", "check_speech_design", "check_arena_answer"]
@@ -58,11 +58,9 @@ def check_speech_design(report: dict, *, budget_bytes: int, min_val_accuracy: fl
 
 def check_arena_answer(answer: str) -> None:
     """The letter of the change that shrinks the arena (see the exercise's text)."""
-    if not isinstance(answer, str) or answer.strip().lower() not in ("a", "b", "c", "d"):
-        fail(f"answer {answer!r}: give one letter, 'a' to 'd'.")
-    if answer.strip().lower() != "b":
-        fail(f"{answer!r} does not shrink the largest layer's input plus output.",
-             "The arena is set by ONE layer, the largest: which change makes that layer's tensors smaller?",
-             "Weights live in flash; the arena holds activations, whose size is channels x mel bands x frames.")
-    print("check passed: the arena is the largest activation pair; fewer channels or a coarser feature map shrink it, "
-          "fewer blocks or fewer bits per weight do not")
+    check_letter(answer, "b", wrong="does not shrink the largest layer's input plus output.",
+                 steps=("The arena is set by ONE layer, the largest: which change makes that layer's tensors smaller?",
+                        "Weights live in flash; the arena holds activations, whose size is channels x mel bands x "
+                        "frames."),
+                 passed="the arena is the largest activation pair; fewer channels or a coarser feature map shrink "
+                        "it, fewer blocks or fewer bits per weight do not")
