@@ -20,7 +20,7 @@ MEASURED = {
                     "06_pipeline": 288, "07_transformer_transfer": 352, "08_transformer_distillation": 301,
                     "09_transformer_pruning": 271, "10_llm_compression": 415,
                     "11_quantization": 330, "12_deployment": 191,
-                    "13_speech_capstone": 277},
+                    "13_speech_capstone": 351},
     },
     "smoke": {
         "machine": "2-core development machine (AMD EPYC, 24 GiB, no GPU)",

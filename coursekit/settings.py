@@ -204,6 +204,7 @@ class Profile:
     speech_batch_size: int = positive_int()
     speech_epochs: int = positive_int()
     speech_student_epochs: int = positive_int()
+    speech_recovery_epochs: int = positive_int()
     speech_held_out: list = list_of(lambda s: isinstance(s, str), "speaker names")
     speech_shots: list = list_of(lambda n: is_int(n) and n >= 1, "integers >= 1")
     speech_seeds: int = positive_int()
