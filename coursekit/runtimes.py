@@ -19,7 +19,7 @@ MEASURED = {
                     "03_pruning_unstructured": 272, "04_pruning_structured": 180, "05_layer_trimming": 312,
                     "06_pipeline": 288, "07_transformer_transfer": 352, "08_transformer_distillation": 301,
                     "09_transformer_pruning": 271, "10_llm_compression": 415,
-                    "11_quantization": 330, "12_deployment": 191,
+                    "11_quantization": 313, "12_deployment": 191,
                     "13_speech_capstone": 351},
     },
     "smoke": {
