@@ -10,7 +10,15 @@ SHARED_DATA = REPO.parent / "shared" / "datasets"
 
 @pytest.fixture(scope="session")
 def _session_cache(tmp_path_factory):
-    """One decoded-image cache for the whole test session: CIFAR-10 is decoded once, not once per notebook test."""
+    """One cache of decoded data for the whole test session (CIFAR-10 decoded once, the GGUF decoder converted once),
+    or, when COURSEKIT_TEST_CACHE names a folder, one for every pytest process that shares it (``make test``'s lanes):
+    every cache write is atomic (a temporary file renamed into place), so a process never reads half of what another
+    is writing, and the lanes reuse what the first of them built. Tests of the cache itself use an empty one of their
+    own."""
+    shared = os.environ.get("COURSEKIT_TEST_CACHE")
+    if shared:
+        Path(shared).mkdir(parents=True, exist_ok=True)
+        return Path(shared)
     return tmp_path_factory.mktemp("cache")
 
 
