@@ -28,7 +28,7 @@ NBVAL_NOTEBOOKS := notebooks/00_baseline.ipynb notebooks/02_knowledge_distillati
 ## phase runs even when an earlier one fails, and the target fails when any did. Each phase prints its slowest tests:
 ## CI time is a budget (lane 1 prints its log when lane 2 is done).
 # Both lanes are mostly one-threaded work (kernel starts, imports, files, small models); they are balanced by their
-# measured times on the 2-core machine (lane 1: 722 + 94 s, lane 2: 160 + 622 + 21 s at 1f3f704). Every process of
+# measured times on the 2-core machine (lane 1: 658 + 84 s, lane 2: 151 + 537 + 19 s at f08f47c). Every process of
 # both lanes shares one cache of decoded data (COURSEKIT_TEST_CACHE, tests/conftest.py; also COURSEKIT_CACHE for the
 # kernels nbval and JupyterLab start), removed at the end: CIFAR-10 is decoded (about 20 s) and SmolLM2's GGUF file
 # converted (about 15 s) once per `make test`, not once per process, and the user's own cache is never written.
