@@ -27,11 +27,13 @@ from torch import nn
 from .validate import integer
 
 __all__ = ["LAYER_CRITERIA", "layer_similarity", "layers_by_criterion", "validate_layers_removed", "block_angular",
-           "lowest_scores", "last_layers", "last_before_final", "best_block"]
+           "lowest_scores", "last_layers", "last_before_final", "best_block", "first_output"]
 
 
 
-def _first(x):
+def first_output(x):
+    """A layer's output tensor: ``x``, or its first element when the layer returns a tuple (hidden states first, as
+    transformers' decoder and encoder layers do)."""
     return x[0] if isinstance(x, (tuple, list)) else x
 
 
@@ -71,7 +73,7 @@ def layer_similarity(layers: Sequence[nn.Module], run: Callable, inputs: Iterabl
     for i, layer in enumerate(layers):
         def hook(module, args, kwargs, output, i=i):
             x_in = args[0] if args else kwargs["hidden_states"]
-            state["ins"][i], state["outs"][i] = x_in.detach(), _first(output).detach()
+            state["ins"][i], state["outs"][i] = x_in.detach(), first_output(output).detach()
         hooks.append(layer.register_forward_hook(hook, with_kwargs=True))
     tokens = sequences = 0
     try:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from .layerscores import first_output
 from .validate import fraction
 
 __all__ = ["SPARSITY_METHODS", "validate_sparsity_args", "parse_pattern", "wanda_scores", "magnitude_scores", "unstructured_mask",
@@ -106,22 +107,29 @@ def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in f".{n}"}
 
 
+def _squared_input_sums(modules: dict[str, nn.Module]) -> tuple[dict, list]:
+    """Forward pre-hooks on ``modules`` that add up, over every token they see, the square of each input feature:
+    sum_t x_tj^2 (float32). Returns ({name: (in_features,) tensor, None until the module first runs}, the hooks'
+    handles: remove them when done). Wanda's norms are the square roots (``input_norms``,
+    ``apply_sparsity_layerwise``)."""
+    sums = dict.fromkeys(modules)
+
+    def hook(name):
+        def add(_module, args):  # returns None: the input is passed on unchanged
+            s = args[0].detach().float().reshape(-1, args[0].shape[-1]).pow(2).sum(0)
+            sums[name] = s if sums[name] is None else sums[name] + s
+        return add
+
+    return sums, [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
+
+
 @torch.no_grad()
 def input_norms(model: nn.Module, ids: torch.Tensor, *, seq_len: int = 256, names=None) -> dict[str, torch.Tensor]:
     """||X_j||_2 of every input feature j of each linear in ``names`` (default ``prunable_linears``) over the
     calibration tokens ``ids`` (T,), run in windows of ``seq_len`` (float32, no autocast: the norms are exact).
     Returns {name: (in_features,) float32 on the CPU}."""
     names = list(prunable_linears(model)) if names is None else list(names)
-    sq = {n: None for n in names}
-
-    def hook(name):
-        def f(module, args):
-            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
-            s = x.pow(2).sum(0)
-            sq[name] = s if sq[name] is None else sq[name] + s
-        return f
-
-    hooks = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
+    sq, hooks = _squared_input_sums({n: model.get_submodule(n) for n in names})
     model.eval()
     device = next(model.parameters()).device
     try:
@@ -196,12 +204,7 @@ def apply_sparsity_layerwise(model: nn.Module, ids: torch.Tensor, *, method="wan
     zeros = total = 0
     for layer in layers:
         linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
-        sq = {n: torch.zeros(m.in_features, device=device) for n, m in linears.items()}
-        def accumulate(module, args, acc):
-            acc.add_(args[0].detach().float().reshape(-1, args[0].shape[-1]).pow(2).sum(0))  # returns None: input kept
-
-        hooks = [m.register_forward_pre_hook(lambda mod, args, acc=sq[n]: accumulate(mod, args, acc))
-                 for n, m in linears.items()]
+        sq, hooks = _squared_input_sums(linears)
         try:
             for hidden, kwargs in caught:
                 layer(hidden, **kwargs)
@@ -211,9 +214,6 @@ def apply_sparsity_layerwise(model: nn.Module, ids: torch.Tensor, *, method="wan
         for n, lin in linears.items():
             z, t = _prune_linear(lin, None if score is magnitude_scores else sq[n].sqrt(), sparsity, pattern, score)
             zeros, total = zeros + z, total + t
-        caught = [(_first_output(layer(hidden, **kwargs)), kwargs) for hidden, kwargs in caught]
+        caught = [(first_output(layer(hidden, **kwargs)), kwargs) for hidden, kwargs in caught]
     return {"zeros": zeros, "total": total, "sparsity": zeros / max(total, 1)}
 
-
-def _first_output(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
