@@ -1,5 +1,6 @@
 """A causal language model measured and trimmed: corpora as token streams, perplexity over fixed windows, decoder
-layers removed so that generation still works, healing by distillation, and prefill / decode latency.
+layers removed so that generation still works, healing by distillation (and plain fine-tuning, its control), and
+prefill / decode latency.
 
 Written for SmolLM2-135M (Llama architecture: ``model.model.layers`` of ``LlamaDecoderLayer``, each with
 ``self_attn.layer_idx`` naming its slot in the KV cache) through ``transformers``' AutoModelForCausalLM; any model
@@ -29,7 +30,7 @@ from .runsettings import dry_run_steps
 from .validate import integer, is_int, refuse
 
 __all__ = ["CORPORA", "load_corpus_ids", "perplexity", "decoder_layers", "remove_decoder_layers",
-           "validate_layer_indices", "lm_windows", "logit_kd_loss", "heal_with_kd", "lm_latency", "greedy_text",
+           "validate_layer_indices", "lm_windows", "logit_kd_loss", "heal_with_kd", "fine_tune_lm", "lm_latency", "greedy_text",
            "linear_macs_per_token"]
 
 
@@ -184,40 +185,67 @@ def heal_with_kd(student: nn.Module, teacher: nn.Module, ids: torch.Tensor, *, s
     healing): ``steps`` AdamW steps on ``batch_size`` random windows of ``seq_len`` tokens (drawn with ``seed``),
     cosine learning rate from ``lr`` to 0, teacher in eval mode under no_grad. ``params``: the parameters to train
     (default: all of the student's). Returns {"losses", "seconds", "tokens" seen}."""
+    teacher.eval()
+
+    def kd_loss(x, device, dtype):
+        with torch.no_grad(), autocast_context(device, dtype):
+            t_logits = teacher(input_ids=x, use_cache=False).logits
+        with autocast_context(device, dtype):
+            s_logits = student(input_ids=x, use_cache=False).logits
+        return logit_kd_loss(s_logits, t_logits, temperature)
+
+    return _train_on_windows(student, ids, kd_loss, "heal_with_kd", steps=steps, batch_size=batch_size,
+                             seq_len=seq_len, lr=lr, params=params, seed=seed, amp=amp)
+
+
+def fine_tune_lm(model: nn.Module, ids: torch.Tensor, *, steps: int, batch_size: int, seq_len: int, lr: float,
+                 params=None, seed: int = 0, amp: str = "auto") -> dict:
+    """Plain next-token fine-tuning (cross-entropy on the text's own tokens, no teacher): the control for
+    ``heal_with_kd``. Same windows for the same ``seed``, same optimizer and schedule, so the two differ only in
+    the target (the teacher's distribution or the one token that follows). Returns {"losses" (nats per token),
+    "seconds", "tokens"}."""
+
+    def ce_loss(x, device, dtype):
+        with autocast_context(device, dtype):
+            logits = model(input_ids=x, use_cache=False).logits
+        return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), x[:, 1:].flatten())
+
+    return _train_on_windows(model, ids, ce_loss, "fine_tune_lm", steps=steps, batch_size=batch_size,
+                             seq_len=seq_len, lr=lr, params=params, seed=seed, amp=amp)
+
+
+def _train_on_windows(model: nn.Module, ids: torch.Tensor, loss_of, caller: str, *, steps: int, batch_size: int,
+                      seq_len: int, lr: float, params, seed: int, amp: str) -> dict:
+    """The loop both healings share: ``loss_of(x (batch, seq_len) ids, device, autocast dtype)`` -> scalar."""
     if steps < 1 or batch_size < 1 or seq_len < 2:
-        raise ValueError("heal_with_kd: steps, batch_size >= 1 and seq_len >= 2 are required")
+        raise ValueError(f"{caller}: steps, batch_size >= 1 and seq_len >= 2 are required")
     if len(ids) <= seq_len:
-        raise ValueError(f"heal_with_kd: the calibration text has {len(ids)} tokens, fewer than seq_len + 1")
-    device = next(student.parameters()).device
+        raise ValueError(f"{caller}: the calibration text has {len(ids)} tokens, fewer than seq_len + 1")
+    device = next(model.parameters()).device
     dtype = autocast_dtype(device, amp)
-    params = list(student.parameters() if params is None else params)
+    params = list(model.parameters() if params is None else params)
     trainable = {id(p) for p in params}
-    was_trainable = {id(p): p.requires_grad for p in student.parameters()}
-    for p in student.parameters():
+    was_trainable = {id(p): p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(seed)
-    teacher.eval()
-    student.train()
+    model.train()
     losses = []
     start = time.perf_counter()
     cap = dry_run_steps()  # a dry run (COURSEKIT_DRY_RUN) checks configuration: a few steps only
     for _ in range(steps if cap is None else min(steps, cap)):
         begins = torch.randint(0, len(ids) - seq_len, (batch_size,), generator=gen)
         x = torch.stack([ids[b:b + seq_len] for b in begins.tolist()]).to(device)
-        with torch.no_grad(), autocast_context(device, dtype):
-            t_logits = teacher(input_ids=x, use_cache=False).logits
-        with autocast_context(device, dtype):
-            s_logits = student(input_ids=x, use_cache=False).logits
-        loss = logit_kd_loss(s_logits, t_logits, temperature)
+        loss = loss_of(x, device, dtype)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-    student.eval()
-    for p in student.parameters():  # as they were before healing
+    model.eval()
+    for p in model.parameters():  # as they were before training
         p.requires_grad_(was_trainable[id(p)])
     return {"losses": losses, "seconds": time.perf_counter() - start, "tokens": steps * batch_size * seq_len}
 

@@ -23,8 +23,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .validate import integer
+
 __all__ = ["PretrainedSpec", "ENCODER", "DECODER", "ModelLocation", "locate_model", "offline_copy_dir",
-           "load_tokenizer", "load_encoder", "load_causal_lm"]
+           "load_tokenizer", "load_encoder", "load_causal_lm", "keep_first_layers"]
 
 
 @dataclass(frozen=True)
@@ -206,13 +208,32 @@ def load_encoder(model_source: str = "auto", **kwargs):
     return model.eval(), loc
 
 
-def load_causal_lm(model_source: str = "auto", dtype=None, **kwargs):
+def load_causal_lm(model_source: str = "auto", dtype=None, num_layers: int | None = None, **kwargs):
     """The pretrained decoder (SmolLM2-135M) as ``AutoModelForCausalLM`` in eval mode, float32 unless ``dtype``.
 
-    The offline copy is a 4-bit GGUF file that transformers dequantises (needs ``gguf``). Returns
+    The offline copy is a 4-bit GGUF file that transformers dequantises (needs ``gguf``). ``num_layers`` (the
+    profile's ``llm_num_layers``): keep only the first ``num_layers`` decoder layers. The smoke profile asks for 6 of
+    SmolLM2's 30: a stand-in with the real widths, weights and tokenizer that proves every cell runs in seconds (its
+    perplexities are no figure of the course). Asking for more layers than the model has is refused. Returns
     (model, ModelLocation)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     model, loc = _from_pretrained(AutoModelForCausalLM, "decoder", model_source, dtype=dtype or torch.float32, **kwargs)
+    if num_layers is not None:
+        keep_first_layers(model, num_layers)
     return model.eval(), loc
+
+
+def keep_first_layers(model, num_layers: int):
+    """Cut a Llama-style causal LM (``model.model.layers``) to its first ``num_layers`` decoder layers, in place, with
+    ``config.num_hidden_layers`` (and ``layer_types``) following; the kept layers' ``layer_idx`` (KV-cache slots) are
+    already 0..n-1. Refuses a count that is not from 1 to the model's depth. Returns ``model``."""
+    depth = len(model.model.layers)
+    integer("llm_num_layers", num_layers, lo=1, hi=depth)
+    if num_layers < depth:
+        model.model.layers = model.model.layers[:num_layers]
+        model.config.num_hidden_layers = num_layers
+        if getattr(model.config, "layer_types", None):
+            model.config.layer_types = list(model.config.layer_types[:num_layers])
+    return model

@@ -51,7 +51,6 @@ SHARED: dict = {
     "text_layers_removed": 3,  # 09: layers removed from the 6-layer teacher (equal budget to the width cut)
     "text_recipe_layers_removed": 1,  # 09: layers trimmed from the pruned student at the recipe's last step
     "text_recovery_fraction": 1.0,  # 09: share of the training sentences (seeded) each recovery sees
-    "llm_num_layers": 30,  # 10: SmolLM2-135M's layers (checked against the loaded model)
     "llm_window": 256,  # 10: perplexity window (disjoint windows)
     "llm_heal_lr": 1e-4,
     "amp": "auto",
@@ -151,6 +150,9 @@ PROFILES: dict[str, dict] = {
         "text_kd_hidden_seeds": 1,
         "text_kd_from_teacher": True,
         "text_recovery_epochs": 1,  # 09: KD epochs after each cut
+        # 10-12: SmolLM2 cut to its first 6 of 30 layers (pretrained.keep_first_layers): a stand-in with the real
+        # widths, weights and tokenizer, so every cell runs in seconds; its figures are no result of the course
+        "llm_num_layers": 6,
         "llm_eval_tokens": 256,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all): one window
         "llm_calib_tokens": 256,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
         "llm_layers_removed": [3],  # 10: the depth sweep
@@ -246,10 +248,11 @@ PROFILES: dict[str, dict] = {
         "text_kd_hidden_seeds": 1,
         "text_kd_from_teacher": False,  # 08: a student copied from the fine-tuned teacher too (no room in 5 minutes)
         "text_recovery_epochs": 1,  # 09: KD epochs after each cut
+        "llm_num_layers": 30,  # 10-12: SmolLM2-135M's layers, all of them (checked against the loaded model)
         "llm_eval_tokens": 4096,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
         "llm_calib_tokens": 2048,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
         "llm_layers_removed": [3, 6, 9],  # 10: the depth sweep
-        "llm_heal_steps": 40,
+        "llm_heal_steps": 20,  # 10: four healing runs (KD, its two controls, the width cut): 220 s of the 555
         "llm_heal_batch": 4,
         "llm_heal_seq": 128,
         "llm_heal_tokens": 65536,  # 10: healing windows are drawn from the first N tokens of WikiText-2 valid
@@ -343,6 +346,7 @@ PROFILES: dict[str, dict] = {
         "text_kd_hidden_seeds": 5,
         "text_kd_from_teacher": True,
         "text_recovery_epochs": 3,  # 09: KD epochs after each cut
+        "llm_num_layers": 30,  # 10-12: SmolLM2-135M's layers, all of them
         "llm_eval_tokens": None,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
         "llm_calib_tokens": 16384,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
         "llm_layers_removed": [3, 6, 9, 12],  # 10: the depth sweep
@@ -438,6 +442,7 @@ DRY_RUN_CAPS: dict = {
     "text_label_sweep": [8, 32],  # 07: with 48 training sentences, 128 and 512 per class are the same sentences again
     "text_train_limit": 48, "text_test_limit": 24, "text_batch_size": 8, "text_sweep_batch_size": 8,
     "text_latency_batch": 2, "text_latency_seq": 16,
+    "llm_num_layers": 6, "llm_layers_removed": [3],  # the smoke profile's SmolLM2 stand-in (its first 6 layers)
     "llm_eval_tokens": 256, "llm_calib_tokens": 256, "llm_heal_tokens": 4096, "llm_heal_batch": 2, "llm_heal_seq": 64,
     "llm_prompt_len": 32, "llm_decode_tokens": 4, "llm_gen_tokens": 8,
     "quant_calib_batches": 2, "quant_llm_eval_tokens": 256, "quant_awq_grid": 3,

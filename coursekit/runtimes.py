@@ -17,9 +17,9 @@ MEASURED = {
                   "included: 01's source model and 02's teacher come from 00's run dir)",
         "seconds": {"00_baseline": 198, "01_transfer_learning": 198, "02_knowledge_distillation": 412,
                     "03_pruning_unstructured": 272, "04_pruning_structured": 180, "05_layer_trimming": 312,
-                    "06_pipeline": 288, "07_transformer_transfer": 352, "08_transformer_distillation": 301,
-                    "09_transformer_pruning": 271, "10_llm_compression": 415,
-                    "11_quantization": 313, "12_deployment": 191,
+                    "06_pipeline": 288, "07_transformer_transfer": 436, "08_transformer_distillation": 301,
+                    "09_transformer_pruning": 484, "10_llm_compression": 555,
+                    "11_quantization": 328, "12_deployment": 188,
                     "13_speech_capstone": 351},
     },
     "smoke": {

@@ -75,8 +75,9 @@ def bootstrap_perplexity_ratio(a: dict, b: dict, *, samples: int = 2000, seed: i
     windows; the windows are resampled with replacement (the same draw for both models: a paired bootstrap) and the
     ratio ppl_b / ppl_a recomputed on each resample.
 
-    Returns {"ratio", "low", "high" (the 2.5th and 97.5th percentiles), "windows", "text": one line}; an interval
-    that contains 1 means the two are within the noise of which text was scored."""
+    Returns {"ratio", "low", "high" (the 2.5th and 97.5th percentiles), "windows", "text": one line, three significant
+    digits, so a ratio of 2e-7 reads as one}; an interval that contains 1 means the two are within the noise of which
+    text was scored."""
     if a["window_tokens"] != b["window_tokens"]:
         raise ValueError("bootstrap_perplexity_ratio: a and b were not scored on the same windows")
     na, nb = np.asarray(a["window_nll"]), np.asarray(b["window_nll"])
@@ -87,5 +88,5 @@ def bootstrap_perplexity_ratio(a: dict, b: dict, *, samples: int = 2000, seed: i
     ratio = math.exp((nb.sum() - na.sum()) / tok.sum())
     verdict = "within the noise" if low <= 1 <= high else ("B higher" if low > 1 else "B lower")
     return {"ratio": ratio, "low": float(low), "high": float(high), "windows": len(tok),
-            "text": f"perplexity ratio {ratio:.3f} (95% bootstrap interval {low:.3f}-{high:.3f} over {len(tok)} "
+            "text": f"perplexity ratio {ratio:.3g} (95% bootstrap interval {low:.3g} to {high:.3g} over {len(tok)} "
                     f"windows): {verdict}"}

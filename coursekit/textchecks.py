@@ -15,7 +15,8 @@ from .hints import fail, judge_targets, judged_note
 __all__ = [
     "check_max_pool", "check_lora_params", "check_embedding_share", "check_student_layers", "check_layer_map",
     "check_hidden_loss", "check_keep_head_rows", "check_keep_head_columns", "check_block_influence",
-    "check_perplexity_from_losses", "check_wanda_score", "check_mask_2_4", "check_pruning_plan",
+    "check_perplexity_from_losses", "check_wanda_score", "check_mask_2_4", "check_pruning_plan", "check_llm_plan",
+    "check_lora_plan",
 ]
 
 
@@ -260,3 +261,82 @@ def check_pruning_plan(model, plan, *, accuracy_of, reference_accuracy: float, s
                           "try a few pairs of cuts on the dev split; about a third of the heads and a quarter of the "
                           "neurons is a place to start."))
     return {"macs_ratio": ratio, "accuracy": accuracy, "drop_points": drop}
+
+
+def check_llm_plan(model, plan, *, importance, perplexity_of, reference_perplexity: float, max_params_ratio: float,
+                   max_ppl_ratio: float, judge: str = "all") -> dict:
+    """Exercise 10.4, a numeric target: ``plan`` = (layers, neurons, heads_per_group): the decoder layers to remove
+    (indices), then the MLP neurons per layer and query heads per key-value group to keep in the layers left, the
+    best by ``importance`` (``llmwidth.width_importance`` of ``model``). A copy of ``model`` is cut that way, not
+    healed; its decoder layers must keep at most ``max_params_ratio`` of their parameters and its perplexity
+    (``perplexity_of``, on held-out validation windows) be at most ``max_ppl_ratio`` times ``reference_perplexity``
+    (the uncut model's on the same windows). ``judge``: "all", "size" or "none" (the profile's ``exercise_judge``).
+    Returns {"params_ratio", "perplexity", "ppl_ratio"}."""
+    from .llm import decoder_layers, remove_decoder_layers
+    from .llmwidth import prune_width
+
+    judged = judged_note(judge)
+    if not (isinstance(plan, tuple) and len(plan) == 3):
+        raise ValueError(f"plan: {type(plan).__name__} is not allowed; return a triple (layers to remove, neurons per "
+                         "layer, query heads per key-value group)")
+    layers, neurons, per_group = plan
+    layers = sorted(layers)
+    cut = remove_decoder_layers(model, layers) if layers else copy.deepcopy(model)
+    kept = [i for i in range(len(decoder_layers(model))) if i not in set(layers)]
+    cut = prune_width(cut, {k: [v[i] for i in kept] for k, v in importance.items()}, neurons=neurons,
+                      heads_per_group=per_group)
+
+    def decoder_params(m):
+        return sum(p.numel() for p in decoder_layers(m).parameters())
+
+    ratio = decoder_params(cut) / decoder_params(model)
+    ppl = float(perplexity_of(cut))
+    ppl_ratio = ppl / reference_perplexity
+    print(f"{len(layers)} layers removed, {neurons} neurons and {per_group} heads per group kept: {ratio:.1%} of the "
+          f"decoder-layer parameters (target <= {max_params_ratio:.0%}) | perplexity {ppl:.2f} against "
+          f"{reference_perplexity:.2f}: {ppl_ratio:.2f}x (target <= {max_ppl_ratio:.2f}x) | {judged}")
+    judge_targets(
+        judge, ratio=ratio, max_ratio=max_params_ratio, drop=ppl_ratio, max_drop=max_ppl_ratio,
+        size_failure=(f"the cut keeps {ratio:.1%} of the decoder-layer parameters; the target is at most "
+                      f"{max_params_ratio:.0%}.",
+                      "Every layer removed takes 1/n of them; every MLP neuron removed from all layers takes three "
+                      "rows or columns of the hidden size in each (the MLP is three quarters of a layer)."),
+        accuracy_failure=(f"perplexity {ppl_ratio:.2f}x the uncut model's with no healing; at most "
+                          f"{max_ppl_ratio:.2f}x allowed.",
+                          "Sections 4 and 7 measured what each axis costs at 20%: compare plans of each kind on these "
+                          "windows before you go further.",
+                          "On this model the MLP's neurons were the cheapest parameters to lose, whole layers dearer "
+                          "and query heads dearest: spend the budget where it costs least."))
+    return {"params_ratio": ratio, "perplexity": ppl, "ppl_ratio": ppl_ratio}
+
+
+def check_lora_plan(model, *, accuracy_of, reference_accuracy: float, max_stored_kb: float, max_drop: float,
+                    judge: str = "all") -> dict:
+    """Exercise 07.4, a numeric target: ``model`` is the student's LoRA plan (rank and target modules) built with
+    ``peft.get_peft_model`` and trained with the chapter's LoRA schedule. What one more task must store, its
+    adapters and its trained head (peft's adapter state dict, float32), must fit in ``max_stored_kb`` kB, and its dev
+    accuracy (``accuracy_of``) must be at most ``max_drop`` points below ``reference_accuracy`` (the full
+    fine-tune's, on dev). ``judge``: "all", "size" or "none" (the profile's ``exercise_judge``).
+    Returns {"stored_kb", "accuracy", "drop_points"}."""
+    from peft import get_peft_model_state_dict
+
+    judged = judged_note(judge)
+    if not hasattr(model, "peft_config"):
+        raise ValueError(f"model: {type(model).__name__} is not allowed; build the plan with peft.get_peft_model")
+    stored = sum(t.numel() * 4 for t in get_peft_model_state_dict(model).values()) / 1e3
+    accuracy = float(accuracy_of(model))
+    drop = 100 * (reference_accuracy - accuracy)
+    cfg = next(iter(model.peft_config.values()))
+    print(f"LoRA r={cfg.r} on {sorted(cfg.target_modules) if isinstance(cfg.target_modules, set) else cfg.target_modules}: "
+          f"{stored:,.1f} kB stored per task (target <= {max_stored_kb:,.0f} kB) | dev accuracy {accuracy:.2%} against "
+          f"the full fine-tune's {reference_accuracy:.2%}: {-drop:+.2f} points (target >= {-max_drop:+.2f}) | {judged}")
+    judge_targets(
+        judge, ratio=stored, max_ratio=max_stored_kb, drop=drop, max_drop=max_drop,
+        size_failure=(f"{stored:,.1f} kB per task; the target is at most {max_stored_kb:,.0f} kB.",
+                      "An adapter on nn.Linear(k, d) stores r (d + k) numbers (exercise 2): fewer matrices, a smaller "
+                      "rank, or both."),
+        accuracy_failure=(f"dev accuracy {drop:.2f} points below the full fine-tune; at most {max_drop:.2f} allowed.",
+                          "Section 8's adapters sat on every linear layer: which of them matter most for a new task?",
+                          "Spend the budget where the update is most useful; compare two or three plans on the dev "
+                          "split, each trained with the same schedule."))
+    return {"stored_kb": stored, "accuracy": accuracy, "drop_points": drop}

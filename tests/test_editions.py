@@ -36,7 +36,8 @@ def _exercise(source):
 
 
 TARGET_CHECKS = ("checks.check_target(", "checks.check_bit_plan(", "checks.check_pruning_plan(", "checks.check_fastest_path(",
-                 "checks.check_speech_design(")
+                 "checks.check_speech_design(", "checks.check_llm_plan(",
+                 "checks.check_lora_plan(")
 
 
 def _is_target(source: str) -> bool:

@@ -11,6 +11,7 @@ from coursekit import checks
 from coursekit.layerscores import layer_similarity
 from coursekit.llm import (
     decoder_layers,
+    fine_tune_lm,
     heal_with_kd,
     linear_macs_per_token,
     lm_latency,
@@ -91,6 +92,26 @@ def test_removed_layers_renumber_the_cache_and_generate_still_runs(tiny_llama):
         remove_decoder_layers(model, range(5))
     with pytest.raises(ValueError, match="0 to 4"):
         validate_layer_indices([7], 5)
+
+
+def test_the_smoke_stand_in_keeps_the_first_layers_and_equals_removing_the_rest(tiny_llama):
+    """pretrained.keep_first_layers (the smoke profile's SmolLM2 stand-in) cuts in place to the same model that
+    remove_decoder_layers makes from the last layers, and refuses a depth the model does not have."""
+    from coursekit.pretrained import keep_first_layers
+
+    model = tiny_llama(layers=5)
+    x = stream(12).unsqueeze(0)
+    with torch.inference_mode():
+        expected = remove_decoder_layers(model, [3, 4])(input_ids=x).logits
+        kept = keep_first_layers(model, 3)
+        assert kept is model and kept.config.num_hidden_layers == 3 and len(decoder_layers(kept)) == 3
+        torch.testing.assert_close(kept(input_ids=x).logits, expected)
+        cached = kept.generate(x, max_new_tokens=4, do_sample=False, use_cache=True, pad_token_id=0)
+        assert torch.equal(cached, kept.generate(x, max_new_tokens=4, do_sample=False, use_cache=False, pad_token_id=0))
+    assert keep_first_layers(model, 3) is model  # all of them: unchanged
+    for bad in (0, 4, 2.0, True):
+        with pytest.raises(ValueError, match=rf"llm_num_layers: {bad!r} is not allowed; use an integer from 1 to 3"):
+            keep_first_layers(model, bad)
 
 
 def test_a_layer_with_zero_residual_branches_is_removed_without_changing_the_output(tiny_llama):
@@ -181,6 +202,25 @@ def test_logit_kd_is_zero_for_equal_logits_and_healing_moves_towards_the_teacher
     assert info["tokens"] == 25 * 4 * 32
     assert sum(info["losses"][-5:]) < sum(info["losses"][:5])
     assert all(p.requires_grad for p in student.parameters())
+
+
+def test_plain_fine_tuning_is_next_token_cross_entropy_on_the_same_windows(tiny_llama):
+    """fine_tune_lm (the healing control): its first loss is transformers' own next-token loss on the first batch
+    of windows heal_with_kd would draw with the same seed; training lowers it; only ``params`` are trained."""
+    model = tiny_llama(seed=3)
+    ids = stream(400)
+    begins = torch.randint(0, len(ids) - 32, (4,), generator=torch.Generator().manual_seed(5))
+    x = torch.stack([ids[b:b + 32] for b in begins.tolist()])
+    with torch.no_grad():
+        expected = float(model(input_ids=x, labels=x).loss)
+    head = [p for n, p in model.named_parameters() if "embed_tokens" not in n]
+    frozen = model.model.embed_tokens.weight.detach().clone()
+    info = fine_tune_lm(model, ids, steps=25, batch_size=4, seq_len=32, lr=3e-3, amp="off", seed=5, params=head)
+    assert info["losses"][0] == pytest.approx(expected, rel=1e-5)
+    assert sum(info["losses"][-5:]) < sum(info["losses"][:5]) and info["tokens"] == 25 * 4 * 32
+    assert torch.equal(model.model.embed_tokens.weight, frozen) and not model.training
+    with pytest.raises(ValueError, match="fine_tune_lm: steps"):
+        fine_tune_lm(model, ids, steps=0, batch_size=4, seq_len=32, lr=1e-3)
 
 
 def test_lm_latency_and_macs(tiny_llama):

@@ -86,6 +86,18 @@ def test_every_setting_of_every_profile_is_validated():
             validate_table(bad)
 
 
+def test_every_profiles_layer_sweep_fits_its_language_model():
+    """10's depth sweep removes 1 to n-1 of the profile's llm_num_layers (the dry run caps both to the smoke
+    stand-in, so this is where the gpu profile's sweep is checked)."""
+    from coursekit import profiles
+
+    for name, settings in profiles.PROFILES.items():
+        n = settings["llm_num_layers"]
+        assert settings["llm_layers_removed"] and all(1 <= k < n for k in settings["llm_layers_removed"]), name
+    caps = profiles.DRY_RUN_CAPS
+    assert all(1 <= k < caps["llm_num_layers"] for k in caps["llm_layers_removed"])
+
+
 def test_shared_settings_are_stated_once():
     from coursekit import profiles
 
