@@ -24,15 +24,15 @@ MEASURED = {
     },
     "smoke": {
         "machine": "2-core development machine (AMD EPYC, 24 GiB, no GPU)",
-        "source": "one `coursekit run --profile smoke` into a fresh run dir and an empty cache folder (10 took 139 s of "
-                  "the 418 s: its first load converts the GGUF decoder once), the machine also running unit tests; "
-                  "11 and 12 timed alone later (their models trained in the run dir, the GGUF conversion cached), 13 alone "
-                  "(its printed wall time, features cached)",
+        "source": "one `coursekit run --profile smoke` of 00-09 into a fresh run dir and an empty cache folder, the "
+                  "machine also running unit tests; 10, 11 and 12 timed alone with the 6-layer SmolLM2 stand-in "
+                  "(papermill's wall time, a fresh run dir: their stand-in models trained there, the GGUF conversion "
+                  "cached), 13 alone (its printed wall time, features cached)",
         "seconds": {"00_baseline": 51, "01_transfer_learning": 20, "02_knowledge_distillation": 16,
                     "03_pruning_unstructured": 16, "04_pruning_structured": 19, "05_layer_trimming": 18,
                     "06_pipeline": 18, "07_transformer_transfer": 40, "08_transformer_distillation": 35,
-                    "09_transformer_pruning": 46, "10_llm_compression": 139,
-                    "11_quantization": 94, "12_deployment": 112,
+                    "09_transformer_pruning": 46, "10_llm_compression": 36,
+                    "11_quantization": 44, "12_deployment": 83,
                     "13_speech_capstone": 30},
     },
     "gpu": {"machine": None, "source": "no GPU run has been timed yet", "seconds": {}},
