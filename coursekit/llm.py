@@ -147,24 +147,29 @@ def validate_layer_indices(layers, num_layers: int) -> list[int]:
     return sorted(layers)
 
 
-def remove_decoder_layers(model: nn.Module, layers) -> nn.Module:
-    """A copy of ``model`` without the decoder layers at indices ``layers``. What generation needs is kept
+def keep_decoder_layers(model: nn.Module, kept) -> nn.Module:
+    """Keep only the decoder layers at indices ``kept`` (in that order), **in place**, and keep what generation needs
     consistent: each remaining attention's ``layer_idx`` (its slot in the KV cache) renumbered 0..n-1,
     ``config.num_hidden_layers`` (the forward loop and DynamicCache read it) and ``config.layer_types`` when the
-    config has one."""
-    n = len(decoder_layers(model))
-    gone = set(validate_layer_indices(layers, n))
-    kept = [i for i in range(n) if i not in gone]
-    new = copy.deepcopy(model)
-    new.model.layers = nn.ModuleList([new.model.layers[i] for i in kept])
-    for j, layer in enumerate(new.model.layers):
+    config has one. Returns ``model``."""
+    kept = list(kept)
+    model.model.layers = nn.ModuleList([model.model.layers[i] for i in kept])
+    for j, layer in enumerate(model.model.layers):
         layer.self_attn.layer_idx = j
         if hasattr(layer, "layer_idx"):
             layer.layer_idx = j
-    new.config.num_hidden_layers = len(kept)
-    if getattr(new.config, "layer_types", None):
-        new.config.layer_types = [new.config.layer_types[i] for i in kept]
-    return new
+    model.config.num_hidden_layers = len(kept)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in kept]
+    return model
+
+
+def remove_decoder_layers(model: nn.Module, layers) -> nn.Module:
+    """A copy of ``model`` without the decoder layers at indices ``layers`` (``keep_decoder_layers`` on a deep copy;
+    the original is untouched)."""
+    n = len(decoder_layers(model))
+    gone = set(validate_layer_indices(layers, n))
+    return keep_decoder_layers(copy.deepcopy(model), [i for i in range(n) if i not in gone])
 
 
 # ----------------------------------------------------------------------------- healing

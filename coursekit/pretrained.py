@@ -229,11 +229,10 @@ def keep_first_layers(model, num_layers: int):
     """Cut a Llama-style causal LM (``model.model.layers``) to its first ``num_layers`` decoder layers, in place, with
     ``config.num_hidden_layers`` (and ``layer_types``) following; the kept layers' ``layer_idx`` (KV-cache slots) are
     already 0..n-1. Refuses a count that is not from 1 to the model's depth. Returns ``model``."""
+    from .llm import keep_decoder_layers  # torch is imported only when a model is
+
     depth = len(model.model.layers)
     integer("llm_num_layers", num_layers, lo=1, hi=depth)
     if num_layers < depth:
-        model.model.layers = model.model.layers[:num_layers]
-        model.config.num_hidden_layers = num_layers
-        if getattr(model.config, "layer_types", None):
-            model.config.layer_types = list(model.config.layer_types[:num_layers])
+        keep_decoder_layers(model, range(num_layers))
     return model

@@ -154,6 +154,7 @@ PROFILES: dict[str, dict] = {
         # widths, weights and tokenizer, so every cell runs in seconds; its figures are no result of the course
         "llm_num_layers": 6,
         "llm_eval_tokens": 256,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all): one window
+        "llm_held_out_tokens": 256,  # 10: WikiText-2 valid tokens after the calibration text that judge exercise 4
         "llm_calib_tokens": 256,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
         "llm_layers_removed": [3],  # 10: the depth sweep
         "llm_heal_steps": 2,
@@ -249,10 +250,15 @@ PROFILES: dict[str, dict] = {
         "text_kd_from_teacher": False,  # 08: a student copied from the fine-tuned teacher too (no room in 5 minutes)
         "text_recovery_epochs": 1,  # 09: KD epochs after each cut
         "llm_num_layers": 30,  # 10-12: SmolLM2-135M's layers, all of them (checked against the loaded model)
-        "llm_eval_tokens": 4096,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
+        # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all): 11's quant_llm_eval_tokens, so the two
+        # chapters score the same text; 4,096 cost the chapter about 75 s more (eight more windows per perplexity)
+        "llm_eval_tokens": 2048,
+        "llm_held_out_tokens": 4096,  # 10: WikiText-2 valid tokens after the calibration text that judge exercise 4
         "llm_calib_tokens": 2048,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
         "llm_layers_removed": [3, 6, 9],  # 10: the depth sweep
-        "llm_heal_steps": 20,  # 10: four healing runs (KD, its two controls, the width cut): 220 s of the 555
+        # 10: four healing runs (KD, its two controls, the width cut): at 20 steps they took 200 s of a 540-s chapter;
+        # 12 keeps the chapter inside its 6 minutes (the controls share the schedule, so the comparisons stay fair)
+        "llm_heal_steps": 12,
         "llm_heal_batch": 4,
         "llm_heal_seq": 128,
         "llm_heal_tokens": 65536,  # 10: healing windows are drawn from the first N tokens of WikiText-2 valid
@@ -348,6 +354,7 @@ PROFILES: dict[str, dict] = {
         "text_recovery_epochs": 3,  # 09: KD epochs after each cut
         "llm_num_layers": 30,  # 10-12: SmolLM2-135M's layers, all of them
         "llm_eval_tokens": None,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
+        "llm_held_out_tokens": None,  # 10: WikiText-2 valid tokens after the calibration text that judge exercise 4
         "llm_calib_tokens": 16384,  # 10: WikiText-2 valid tokens for layer scores and Wanda norms
         "llm_layers_removed": [3, 6, 9, 12],  # 10: the depth sweep
         "llm_heal_steps": 400,
@@ -443,7 +450,8 @@ DRY_RUN_CAPS: dict = {
     "text_train_limit": 48, "text_test_limit": 24, "text_batch_size": 8, "text_sweep_batch_size": 8,
     "text_latency_batch": 2, "text_latency_seq": 16,
     "llm_num_layers": 6, "llm_layers_removed": [3],  # the smoke profile's SmolLM2 stand-in (its first 6 layers)
-    "llm_eval_tokens": 256, "llm_calib_tokens": 256, "llm_heal_tokens": 4096, "llm_heal_batch": 2, "llm_heal_seq": 64,
+    "llm_eval_tokens": 256, "llm_held_out_tokens": 256, "llm_calib_tokens": 256, "llm_heal_tokens": 4096,
+    "llm_heal_batch": 2, "llm_heal_seq": 64,
     "llm_prompt_len": 32, "llm_decode_tokens": 4, "llm_gen_tokens": 8,
     "quant_calib_batches": 2, "quant_llm_eval_tokens": 256, "quant_awq_grid": 3,
     "speech_adapt_steps": 2, "speech_scratch_steps": 2, "speech_seeds": 2,  # 13: the few-shot loops are not fit()'s

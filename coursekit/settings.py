@@ -182,6 +182,7 @@ class Profile:
     text_kd_from_teacher: bool = boolean()
     text_recovery_epochs: int = positive_int()
     llm_eval_tokens: int | None = positive_int_or_all()
+    llm_held_out_tokens: int | None = positive_int_or_all()
     llm_calib_tokens: int = positive_int()
     llm_layers_removed: list = list_of(lambda n: is_int(n) and n >= 1, "integers >= 1")
     llm_heal_steps: int = positive_int()
