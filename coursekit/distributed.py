@@ -16,13 +16,14 @@ exact equivalence convert the model with ``torch.nn.SyncBatchNorm.convert_sync_b
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["world", "is_main", "init_distributed", "shard_of_batch", "wrap_for_training", "barrier"]
+__all__ = ["world", "is_main", "init_distributed", "finish_distributed", "shard_of_batch", "wrap_for_training", "barrier"]
 
 
 def world() -> tuple[int, int]:
@@ -39,14 +40,26 @@ def is_main() -> bool:
 
 def init_distributed(backend: str | None = None) -> tuple[int, int]:
     """Initialise the process group from torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...): "nccl" on
-    CUDA (each process on GPU LOCAL_RANK), "gloo" on the CPU. Outside torchrun nothing happens. Returns world()."""
+    CUDA (each process on GPU LOCAL_RANK), "gloo" on the CPU. Outside torchrun nothing happens. Returns world().
+
+    ``finish_distributed`` is registered to run at exit: a process that leaves without destroying its process group
+    can abort while the interpreter shuts down (gloo's worker threads still hold tensors; PyTorch issue #190489 shows
+    the "terminate called without an active exception" it prints), which made this course's two-process test fail
+    now and then."""
     if "RANK" not in os.environ or (dist.is_available() and dist.is_initialized()):
         return world()
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend)
+    atexit.register(finish_distributed)
     return world()
+
+
+def finish_distributed() -> None:
+    """Destroy the process group if one is initialised (safe to call twice, and outside torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard_of_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

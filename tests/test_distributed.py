@@ -43,6 +43,7 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path):
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(script), str(two)], capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "terminate called" not in ddp.stderr  # the process group is destroyed before the interpreter shuts down
     assert "rank 0 of 2" in ddp.stdout and "rank 1 of 2" in ddp.stdout
     a = torch.load(one, weights_only=True)
     b = torch.load(two, weights_only=True)
@@ -74,3 +75,8 @@ def test_a_batch_that_does_not_split_evenly_is_refused(monkeypatch):
     monkeypatch.setattr(distributed, "world", lambda: (1, 2))
     x, y = distributed.shard_of_batch(torch.arange(8).unsqueeze(1), torch.arange(8))
     assert y.tolist() == [4, 5, 6, 7]
+
+
+def test_finish_distributed_is_a_no_op_without_a_process_group():
+    distributed.finish_distributed()  # outside torchrun: nothing to destroy, no error
+    assert distributed.world() == (0, 1)
