@@ -272,7 +272,7 @@ def check_llm_plan(model, plan, *, importance, perplexity_of, reference_perplexi
     (``perplexity_of``, on held-out validation windows) be at most ``max_ppl_ratio`` times ``reference_perplexity``
     (the uncut model's on the same windows). ``judge``: "all", "size" or "none" (the profile's ``exercise_judge``).
     Returns {"params_ratio", "perplexity", "ppl_ratio"}."""
-    from .llm import decoder_layers, remove_decoder_layers
+    from .llm import decoder_layers, keep_decoder_layers, validate_layer_indices
     from .llmwidth import prune_width
 
     judged = judged_note(judge)
@@ -280,11 +280,10 @@ def check_llm_plan(model, plan, *, importance, perplexity_of, reference_perplexi
         raise ValueError(f"plan: {type(plan).__name__} is not allowed; return a triple (layers to remove, neurons per "
                          "layer, query heads per key-value group)")
     layers, neurons, per_group = plan
-    layers = sorted(layers)
-    cut = remove_decoder_layers(model, layers) if layers else copy.deepcopy(model)
-    kept = [i for i in range(len(decoder_layers(model))) if i not in set(layers)]
-    cut = prune_width(cut, {k: [v[i] for i in kept] for k, v in importance.items()}, neurons=neurons,
-                      heads_per_group=per_group)
+    n = len(decoder_layers(model))
+    gone = set(validate_layer_indices(layers, n))
+    cut = prune_width(model, importance, neurons=neurons, heads_per_group=per_group)  # the one copy of the model
+    keep_decoder_layers(cut, [i for i in range(n) if i not in gone])  # each layer's width cut does not need the others
 
     def decoder_params(m):
         return sum(p.numel() for p in decoder_layers(m).parameters())
