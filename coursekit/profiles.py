@@ -50,7 +50,6 @@ SHARED: dict = {
     "text_ffn_keep": 0.5,  # 09: fraction of each layer's FFN neurons kept
     "text_layers_removed": 3,  # 09: layers removed from the 6-layer teacher (equal budget to the width cut)
     "text_recipe_layers_removed": 1,  # 09: layers trimmed from the pruned student at the recipe's last step
-    "text_recovery_fraction": 1.0,  # 09: share of the training sentences (seeded) each recovery sees
     "llm_window": 256,  # 10: perplexity window (disjoint windows)
     "llm_heal_lr": 1e-4,
     "amp": "auto",
@@ -150,6 +149,7 @@ PROFILES: dict[str, dict] = {
         "text_kd_hidden_seeds": 1,
         "text_kd_from_teacher": True,
         "text_recovery_epochs": 1,  # 09: KD epochs after each cut
+        "text_recovery_fraction": 1.0,  # 09: share of the training sentences (seeded) each recovery sees
         # 10-12: SmolLM2 cut to its first 6 of 30 layers (pretrained.keep_first_layers): a stand-in with the real
         # widths, weights and tokenizer, so every cell runs in seconds; its figures are no result of the course
         "llm_num_layers": 6,
@@ -249,6 +249,8 @@ PROFILES: dict[str, dict] = {
         "text_kd_hidden_seeds": 1,
         "text_kd_from_teacher": False,  # 08: a student copied from the fine-tuned teacher too (no room in 5 minutes)
         "text_recovery_epochs": 1,  # 09: KD epochs after each cut
+        # 09: a seeded half of the training sentences per recovery (twelve recoveries; nine on all of them took 484 s)
+        "text_recovery_fraction": 0.5,
         "llm_num_layers": 30,  # 10-12: SmolLM2-135M's layers, all of them (checked against the loaded model)
         # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all): 11's quant_llm_eval_tokens, so the two
         # chapters score the same text; 4,096 cost the chapter about 75 s more (eight more windows per perplexity)
@@ -352,6 +354,7 @@ PROFILES: dict[str, dict] = {
         "text_kd_hidden_seeds": 5,
         "text_kd_from_teacher": True,
         "text_recovery_epochs": 3,  # 09: KD epochs after each cut
+        "text_recovery_fraction": 1.0,  # 09: every training sentence in each recovery
         "llm_num_layers": 30,  # 10-12: SmolLM2-135M's layers, all of them
         "llm_eval_tokens": None,  # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all)
         "llm_held_out_tokens": None,  # 10: WikiText-2 valid tokens after the calibration text that judge exercise 4
