@@ -49,6 +49,7 @@ SHARED: dict = {
     "text_head_keep": 0.5,  # 09: fraction of all attention heads kept (at least one per layer)
     "text_ffn_keep": 0.5,  # 09: fraction of each layer's FFN neurons kept
     "text_layers_removed": 3,  # 09: layers removed from the 6-layer teacher (equal budget to the width cut)
+    "text_recipe_student_layers_removed": 2,  # 09: layers removed from the teacher for the recipe's distilled student
     "text_recipe_layers_removed": 1,  # 09: layers trimmed from the pruned student at the recipe's last step
     "llm_window": 256,  # 10: perplexity window (disjoint windows)
     "llm_heal_lr": 1e-4,

@@ -114,6 +114,7 @@ class Profile:
     text_head_keep: float = keep_fraction()
     text_ffn_keep: float = keep_fraction()
     text_layers_removed: int = layers_to_remove()
+    text_recipe_student_layers_removed: int = layers_to_remove()
     text_recipe_layers_removed: int = layers_to_remove()
     text_recovery_fraction: float = keep_fraction()
     llm_num_layers: int = positive_int()

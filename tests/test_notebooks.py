@@ -184,11 +184,11 @@ CHAPTER_PARAMS = {
                                     and any(r["extra"].get("temperature") == 4.0 for r in recs)
                                     and any(r["extra"].get("hidden_weight") == 0.5 for r in recs)),
     "09_transformer_pruning": ({"head_criterion": "magnitude", "head_keep": 0.25, "layers_removed": 2,
-                                "recipe_layers_removed": 0},
+                                "recipe_student_layers_removed": 1, "recipe_layers_removed": 0},
                                lambda recs: any(r["model"] == "heads_magnitude" and r["extra"]["heads"] == 18
                                                 for r in recs)
                                and any(r["model"] == "teacher" and r["extra"]["layers"] == 6 for r in recs)
-                               and any(r["model"] == "recipe_final" and r["extra"]["layers"] == 4 for r in recs)
+                               and any(r["model"] == "recipe_final" and r["extra"]["layers"] == 5 for r in recs)
                                and all(r["latency_ms"] and r["task"] == "sst2" for r in recs)),
     "10_llm_compression": ({"layer_criterion": "angular", "llm_layers_removed": "[2]", "sparsity": 0.3},
                            lambda recs: any(r["model"] == "trim_angular_2_healed" and r["extra"]["healed"]
@@ -419,6 +419,8 @@ def test_transfer_bad_input_fails_before_training(tmp_path, params, message, ima
     ("09_transformer_pruning", {"head_keep": 0.05}, "head_keep: 0.05 keeps 4 of 72 heads, but at least 6 must stay"),
     ("09_transformer_pruning", {"ffn_keep": 0.0}, "ffn_keep: 0.0 is not allowed"),
     ("09_transformer_pruning", {"layers_removed": 6}, "layers_removed: 6 is not allowed; use an integer from 0 to 5"),
+    ("09_transformer_pruning", {"recipe_student_layers_removed": 6},
+     "recipe_student_layers_removed: 6 is not allowed; use an integer from 0 to 5"),
     ("09_transformer_pruning", {"head_criterion": "random"}, "head_criterion: 'random' is not allowed"),
     ("10_llm_compression", {"sparsity": 1.0}, "sparsity: 1.0 is not allowed; use a number in [0, 1)"),
     ("10_llm_compression", {"nm_pattern": "4:2"}, "pattern: '4:2' is not allowed"),
