@@ -64,8 +64,7 @@ def finish_distributed() -> None:
     with or without this call; the core dump shows ProcessGroupGloo::AsyncWork's destructor in take_gil during
     Py_FinalizeEx; PyTorch pull request #179291 describes it). Write every result before the script ends: the
     abort comes after them."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    barrier()
     _destroy_process_group()
 
 

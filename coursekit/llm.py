@@ -29,9 +29,9 @@ from .env import autocast_context, autocast_dtype
 from .runsettings import dry_run_steps
 from .validate import integer, is_int, refuse
 
-__all__ = ["CORPORA", "load_corpus_ids", "perplexity", "decoder_layers", "remove_decoder_layers",
-           "validate_layer_indices", "lm_windows", "logit_kd_loss", "heal_with_kd", "fine_tune_lm", "lm_latency", "greedy_text",
-           "linear_macs_per_token"]
+__all__ = ["CORPORA", "load_corpus_ids", "perplexity", "decoder_layers", "keep_decoder_layers", "remove_decoder_layers",
+           "layers_kept", "validate_layer_indices", "lm_windows", "logit_kd_loss", "heal_with_kd", "fine_tune_lm",
+           "lm_latency", "greedy_text", "linear_macs_per_token"]
 
 
 @dataclass(frozen=True)
@@ -164,12 +164,16 @@ def keep_decoder_layers(model: nn.Module, kept) -> nn.Module:
     return model
 
 
+def layers_kept(layers, num_layers: int) -> list[int]:
+    """The indices 0..num_layers-1 that are not in ``layers`` (validated with ``validate_layer_indices``)."""
+    gone = set(validate_layer_indices(layers, num_layers))
+    return [i for i in range(num_layers) if i not in gone]
+
+
 def remove_decoder_layers(model: nn.Module, layers) -> nn.Module:
     """A copy of ``model`` without the decoder layers at indices ``layers`` (``keep_decoder_layers`` on a deep copy;
     the original is untouched)."""
-    n = len(decoder_layers(model))
-    gone = set(validate_layer_indices(layers, n))
-    return keep_decoder_layers(copy.deepcopy(model), [i for i in range(n) if i not in gone])
+    return keep_decoder_layers(copy.deepcopy(model), layers_kept(layers, len(decoder_layers(model))))
 
 
 # ----------------------------------------------------------------------------- healing

@@ -250,7 +250,7 @@ PROFILES: dict[str, dict] = {
         "text_kd_hidden_seeds": 1,
         "text_kd_from_teacher": False,  # 08: a student copied from the fine-tuned teacher too (no room in 5 minutes)
         "text_recovery_epochs": 1,  # 09: KD epochs after each cut
-        # 09: a seeded half of the training sentences per recovery (twelve recoveries; nine on all of them took 484 s)
+        # 09: a seeded half of the training sentences per recovery (ten recoveries; nine on all of them took 484 s)
         "text_recovery_fraction": 0.5,
         "llm_num_layers": 30,  # 10-12: SmolLM2-135M's layers, all of them (checked against the loaded model)
         # 10: first N tokens of WikiText-2 test and Tiny Shakespeare (None: all): 11's quant_llm_eval_tokens, so the two

@@ -272,7 +272,7 @@ def check_llm_plan(model, plan, *, importance, perplexity_of, reference_perplexi
     (``perplexity_of``, on held-out validation windows) be at most ``max_ppl_ratio`` times ``reference_perplexity``
     (the uncut model's on the same windows). ``judge``: "all", "size" or "none" (the profile's ``exercise_judge``).
     Returns {"params_ratio", "perplexity", "ppl_ratio"}."""
-    from .llm import decoder_layers, keep_decoder_layers, validate_layer_indices
+    from .llm import decoder_layers, keep_decoder_layers, layers_kept
     from .llmwidth import prune_width
 
     judged = judged_note(judge)
@@ -280,10 +280,9 @@ def check_llm_plan(model, plan, *, importance, perplexity_of, reference_perplexi
         raise ValueError(f"plan: {type(plan).__name__} is not allowed; return a triple (layers to remove, neurons per "
                          "layer, query heads per key-value group)")
     layers, neurons, per_group = plan
-    n = len(decoder_layers(model))
-    gone = set(validate_layer_indices(layers, n))
+    kept = layers_kept(layers, len(decoder_layers(model)))  # checked before the copy
     cut = prune_width(model, importance, neurons=neurons, heads_per_group=per_group)  # the one copy of the model
-    keep_decoder_layers(cut, [i for i in range(n) if i not in gone])  # each layer's width cut does not need the others
+    keep_decoder_layers(cut, kept)  # each layer's width cut does not need the others
 
     def decoder_params(m):
         return sum(p.numel() for p in decoder_layers(m).parameters())
