@@ -26,10 +26,13 @@ from torch import nn
 
 from .downloads import corpus_folder
 from .env import autocast_context, autocast_dtype
+from .gptq import GPTQ_BLOCK, GPTQ_DAMP, gptq_linears
+from .layerscores import first_output
 from .runsettings import dry_run_steps
 from .validate import integer, is_int, refuse
 
-__all__ = ["CORPORA", "load_corpus_ids", "perplexity", "decoder_layers", "keep_decoder_layers", "remove_decoder_layers",
+__all__ = ["CORPORA", "load_corpus_ids", "perplexity", "decoder_layers", "change_layers_in_order", "gptq_decoder",
+           "keep_decoder_layers", "remove_decoder_layers",
            "layers_kept", "validate_layer_indices", "lm_windows", "logit_kd_loss", "heal_with_kd", "fine_tune_lm",
            "lm_latency", "greedy_text", "linear_macs_per_token"]
 
@@ -317,6 +320,62 @@ def lm_latency(models: dict[str, nn.Module], *, prompt_len: int = 256, new_token
                 "prefill_range": (min(p), max(p)), "decode_range": (min(d), max(d)),
                 "precision": "float32" if dtypes[n] is None else f"{str(dtypes[n]).removeprefix('torch.')} autocast"}
             for n, (p, d) in seen.items()}
+
+
+class _Captured(Exception):
+    """Raised by the hook that catches the first decoder layer's inputs: the rest of the model need not run."""
+
+
+@torch.no_grad()
+def change_layers_in_order(model: nn.Module, ids: torch.Tensor, change, *, seq_len: int = 256) -> list:
+    """The layer-by-layer scheme of GPTQ's and Wanda's reference code: the calibration tokens ``ids`` (T,) are run in
+    windows of ``seq_len`` to the first decoder layer (its inputs and keyword arguments, e.g. the rotary position
+    embeddings, caught once); then for each decoder layer in order, ``change(layer, inputs)`` changes the layer in
+    place, given ``inputs``, the list of (hidden states, kwargs) that arrive from the layers already changed, and the
+    changed layer's outputs become the next layer's inputs. Float32, no autocast. Returns each call's result."""
+    integer("seq_len", seq_len, lo=2)
+    if ids.numel() < 2:
+        raise ValueError(f"ids: {ids.numel()} calibration tokens; at least 2 are needed")
+    layers = decoder_layers(model)
+    device = next(model.parameters()).device
+    caught = []
+
+    def catch(_module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        caught.append((hidden, dict(kwargs)))
+        raise _Captured
+
+    hook = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
+    model.eval()
+    try:
+        for b in range(0, len(ids) - 1, seq_len):
+            try:
+                model(input_ids=ids[b:b + seq_len].unsqueeze(0).to(device), use_cache=False)
+            except _Captured:
+                pass
+    finally:
+        hook.remove()
+    results = []
+    for layer in layers:
+        results.append(change(layer, caught))
+        caught = [(first_output(layer(hidden, **kwargs)), kwargs) for hidden, kwargs in caught]
+    return results
+
+
+def gptq_decoder(model: nn.Module, ids: torch.Tensor, *, bits: int, group_size: int | None = None,
+                 symmetric: bool = False, seq_len: int = 256, block_size: int = GPTQ_BLOCK,
+                 damp: float = GPTQ_DAMP) -> dict:
+    """GPTQ on every linear of ``model``'s decoder layers, in place, in the order of the paper's reference code
+    (``change_layers_in_order``): each layer's Hessians X^T X are taken on the calibration tokens ``ids`` as they
+    arrive through the layers already quantized, all of a layer's linears are quantized (``gptq.gptq_linears``), and
+    the quantized layer's outputs feed the next. The output head (tied to the token embedding here) stays float.
+    Returns the sums of ``gptq_linears``' counts over the layers."""
+    def quantize_layer(layer, inputs):
+        return gptq_linears(layer, lambda: [layer(h, **kw) for h, kw in inputs], bits=bits, group_size=group_size,
+                            symmetric=symmetric, block_size=block_size, damp=damp)
+
+    per_layer = change_layers_in_order(model, ids, quantize_layer, seq_len=seq_len)
+    return {k: sum(r[k] for r in per_layer) for k in ("layers", "weights", "stored_bytes", "float_bytes")}
 
 
 @torch.inference_mode()

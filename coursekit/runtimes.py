@@ -19,7 +19,7 @@ MEASURED = {
                     "03_pruning_unstructured": 272, "04_pruning_structured": 180, "05_layer_trimming": 312,
                     "06_pipeline": 288, "07_transformer_transfer": 343, "08_transformer_distillation": 301,
                     "09_transformer_pruning": 310, "10_llm_compression": 339,
-                    "11_quantization": 328, "12_deployment": 188,
+                    "11_quantization": 344, "12_deployment": 188,
                     "13_speech_capstone": 351},
     },
     "smoke": {

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .layerscores import first_output
+from .llm import change_layers_in_order
 from .validate import fraction
 
 __all__ = ["SPARSITY_METHODS", "validate_sparsity_args", "parse_pattern", "wanda_scores", "magnitude_scores", "unstructured_mask",
@@ -168,52 +168,30 @@ def _prune_linear(lin: nn.Linear, norms, sparsity: float, pattern: str, score) -
     return int((~mask).sum()), mask.numel()
 
 
-class _Captured(Exception):
-    """Raised by the hook that catches the first decoder layer's inputs: the rest of the model need not run."""
-
-
 @torch.no_grad()
 def apply_sparsity_layerwise(model: nn.Module, ids: torch.Tensor, *, method="wanda", sparsity: float = 0.5,
                              pattern: str = "unstructured", seq_len: int = 256) -> dict:
-    """Prune ``model``'s decoder layers in order, as Wanda's reference code does: the calibration tokens ``ids`` (T,)
-    are run in windows of ``seq_len`` to the first decoder layer (its inputs and keyword arguments, e.g. the rotary
-    position embeddings, caught once); then for each layer the input norms of its linears are taken on what arrives
-    from the layers already pruned, the layer is pruned (``sparsity_mask`` of ``method``, as ``apply_sparsity``), and
-    its pruned outputs become the next layer's inputs. Float32, no autocast. Returns {"zeros", "total", "sparsity"}."""
+    """Prune ``model``'s decoder layers in order, as Wanda's reference code does (``llm.change_layers_in_order``):
+    each layer's input norms are taken on the calibration tokens ``ids`` (T,), run in windows of ``seq_len``, as they
+    arrive from the layers already pruned; the layer is pruned (``sparsity_mask`` of ``method``, as
+    ``apply_sparsity``), and its pruned outputs become the next layer's inputs. Float32, no autocast. Returns
+    {"zeros", "total", "sparsity"}."""
     validate_sparsity_args(sparsity, pattern, method)
     score = method if callable(method) else SPARSITY_METHODS[method]
-    layers = model.model.layers
-    device = next(model.parameters()).device
-    caught = []
 
-    def catch(module, args, kwargs):
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        caught.append((hidden, {k: v for k, v in kwargs.items()}))
-        raise _Captured
-
-    hook = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
-    model.eval()
-    try:
-        for b in range(0, len(ids) - 1, seq_len):
-            try:
-                model(input_ids=ids[b:b + seq_len].unsqueeze(0).to(device), use_cache=False)
-            except _Captured:
-                pass
-    finally:
-        hook.remove()
-    zeros = total = 0
-    for layer in layers:
+    def prune_layer(layer, inputs):
         linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
         sq, hooks = _squared_input_sums(linears)
         try:
-            for hidden, kwargs in caught:
+            for hidden, kwargs in inputs:
                 layer(hidden, **kwargs)
         finally:
             for h in hooks:
                 h.remove()
-        for n, lin in linears.items():
-            z, t = _prune_linear(lin, None if score is magnitude_scores else sq[n].sqrt(), sparsity, pattern, score)
-            zeros, total = zeros + z, total + t
-        caught = [(first_output(layer(hidden, **kwargs)), kwargs) for hidden, kwargs in caught]
-    return {"zeros": zeros, "total": total, "sparsity": zeros / max(total, 1)}
+        counts = [_prune_linear(lin, None if score is magnitude_scores else sq[n].sqrt(), sparsity, pattern, score)
+                  for n, lin in linears.items()]
+        return sum(z for z, _ in counts), sum(t for _, t in counts)
 
+    counts = change_layers_in_order(model, ids, prune_layer, seq_len=seq_len)
+    zeros, total = sum(z for z, _ in counts), sum(t for _, t in counts)
+    return {"zeros": zeros, "total": total, "sparsity": zeros / max(total, 1)}

@@ -25,7 +25,8 @@ from torch import nn
 
 from .quantize import QTensor, dequantize, pack_int4, quantize, unpack_int4, validate_quant_args
 
-__all__ = ["QuantizedLinear", "Int8KernelLinear", "use_int8_kernel", "quantize_linears", "linear_inputs_stats",
+__all__ = ["QuantizedLinear", "Int8KernelLinear", "use_int8_kernel", "quantizable_linears", "validate_layers",
+           "quantize_linears", "linear_inputs_stats", "record_linear_inputs", "mean_abs_of", "output_error",
            "awq_search", "awq_clip_search", "clip_groups", "keep_channels_float", "AWQ_ALPHAS", "AWQ_CLIP_RATIOS",
            "AWQ_NO_CLIP"]
 
@@ -67,8 +68,15 @@ class QuantizedLinear(nn.Module):
         if clip_max is not None:
             w = clip_groups(w, clip_max, group_size)
         qt = quantize(w, bits, symmetric=symmetric, granularity=granularity, group_size=group_size)
-        layer = cls(linear.in_features, linear.out_features, bits=bits, symmetric=symmetric, granularity=granularity,
-                    group_size=group_size, bias=linear.bias is not None, input_scale=input_scale is not None)
+        return cls.from_codes(linear, qt, input_scale=input_scale)
+
+    @classmethod
+    def from_codes(cls, linear: nn.Linear, qt: QTensor, *, input_scale: torch.Tensor | None = None) -> QuantizedLinear:
+        """A new layer holding the codes ``qt`` (of ``linear``'s weight, made by any method: round-to-nearest,
+        GPTQ) with ``linear``'s bias."""
+        layer = cls(linear.in_features, linear.out_features, bits=qt.bits, symmetric=qt.symmetric,
+                    granularity=qt.granularity, group_size=qt.group_size, bias=linear.bias is not None,
+                    input_scale=input_scale is not None)
         layer.load_codes(qt)
         if linear.bias is not None:
             layer.bias.data.copy_(linear.bias.detach())
@@ -106,6 +114,12 @@ class QuantizedLinear(nn.Module):
     def weight_numel(self) -> int:
         """How many weights the layer has (what ``metrics.count_params`` counts for it)."""
         return self.in_features * self.out_features
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of codes, scales, zero points and input scale as stored (the bias not counted)."""
+        return sum(b.numel() * b.element_size() for b in (self.codes, self.scale, self.zero, self.input_scale)
+                   if b is not None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_scale is not None:
@@ -154,15 +168,23 @@ def use_int8_kernel(model: nn.Module) -> int:
     for name, m in list(model.named_modules()):
         if (isinstance(m, QuantizedLinear) and m.bits == 8 and m.symmetric and m.granularity == "channel"
                 and m.input_scale is None):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child,
-                    Int8KernelLinear(m.weight_codes(), m.scale.float(), m.bias))
+            model.set_submodule(name, Int8KernelLinear(m.weight_codes(), m.scale.float(), m.bias))
             swapped += 1
     return swapped
 
 
-def _linears(model: nn.Module, skip) -> dict[str, nn.Linear]:
+def quantizable_linears(model: nn.Module, skip=("lm_head",)) -> dict[str, nn.Linear]:
+    """{name: nn.Linear} of ``model``, names containing an entry of ``skip`` left out."""
     return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and not any(s in n for s in skip)}
+
+
+def validate_layers(layers: dict[str, nn.Linear], bits: int, granularity: str, group_size: int | None) -> None:
+    """``quantize.validate_quant_args`` for every layer before any is changed, naming the layer that is refused."""
+    for name, lin in layers.items():
+        try:
+            validate_quant_args(bits, granularity, group_size, lin.in_features)
+        except ValueError as e:
+            raise ValueError(f"{e} (layer {name}: {lin.in_features} input features)") from None
 
 
 @torch.no_grad()
@@ -175,48 +197,29 @@ def quantize_linears(model: nn.Module, *, bits: int, symmetric: bool = True, gra
     ``input_scales`` {name: (in,)} applies AWQ's scaling, ``clip_max`` {name: (out, groups)} its clipping
     (``awq_clip_search``; layers missing from it are not clipped). Returns {"layers": count, "weights": quantized weights,
     "stored_bytes": bytes of codes + scales + zeros as stored, "float_bytes": the same weights in float32}."""
-    layers = _linears(model, skip)
-    for name, lin in layers.items():
-        try:
-            validate_quant_args(bits, granularity, group_size, lin.in_features)
-        except ValueError as e:
-            raise ValueError(f"{e} (layer {name}: {lin.in_features} input features)") from None
+    layers = quantizable_linears(model, skip)
+    validate_layers(layers, bits, granularity, group_size)
     stored = weights = 0
     for name, lin in layers.items():
         q = QuantizedLinear.from_linear(lin, bits=bits, symmetric=symmetric, granularity=granularity,
                                         group_size=group_size, input_scale=(input_scales or {}).get(name),
                                         clip_max=(clip_max or {}).get(name))
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, q)
+        model.set_submodule(name, q)
         weights += q.weight_numel
-        stored += sum(b.numel() * b.element_size() for b in (q.codes, q.scale, q.zero, q.input_scale) if b is not None)
+        stored += q.stored_bytes
     return {"layers": len(layers), "weights": weights, "stored_bytes": stored, "float_bytes": 4 * weights}
 
 
 @torch.no_grad()
-def linear_inputs_stats(model: nn.Module, windows, *, skip=("lm_head",)) -> dict[str, dict]:
+def linear_inputs_stats(model: nn.Module, windows, *, skip=("lm_head",), within: str = "") -> dict[str, dict]:
     """Run ``model`` on ``windows`` (a list of (1, T) token-id tensors) and collect, for every nn.Linear not
-    skipped, its input's mean |x| per channel ("mean_abs", (in,)) and Gram matrix ("gram", G = X^T X (in, in),
-    float32) over all tokens; "tokens" counts them. One forward pass per window, hooks removed afterwards; layers
-    that read the same input tensor (queries, keys and values; gate and up) share one computation of its sums."""
-    layers = _linears(model, skip)
-    stats = {n: {"mean_abs": torch.zeros(m.in_features), "gram": torch.zeros(m.in_features, m.in_features),
-                 "tokens": 0} for n, m in layers.items()}
-
-    last = {}  # the latest input and its sums: q/k/v (and gate/up) see the same tensor one after another
-
-    def hook(name):
-        def record(_module, args, _out):
-            if last.get("x") is not args[0]:
-                x = args[0].detach().float().reshape(-1, args[0].shape[-1]).cpu()
-                last.update(x=args[0], abs=x.abs().sum(0), gram=x.t() @ x, tokens=x.shape[0])
-            s = stats[name]
-            s["mean_abs"] += last["abs"]
-            s["gram"] += last["gram"]
-            s["tokens"] += last["tokens"]
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
+    skipped whose name starts with ``within`` (default: all), its input's mean |x| per channel ("mean_abs", (in,))
+    and Gram matrix ("gram", G = X^T X (in, in), float32) over all tokens; "tokens" counts them. One forward pass
+    per window, hooks removed afterwards (``record_linear_inputs``)."""
+    layers = {n: m for n, m in quantizable_linears(model, skip).items() if n.startswith(within)}
+    if not layers:
+        raise ValueError(f"within: no linear layer's name starts with {within!r}")
+    stats, handles = record_linear_inputs(layers)
     try:
         model.eval()
         for ids in windows:
@@ -224,13 +227,42 @@ def linear_inputs_stats(model: nn.Module, windows, *, skip=("lm_head",)) -> dict
     finally:
         for h in handles:
             h.remove()
-        last.clear()
+    return mean_abs_of(stats)
+
+
+def record_linear_inputs(layers: dict[str, nn.Linear]) -> tuple[dict, list]:
+    """Forward pre-hooks on ``layers`` that add up, over every token they see, |x| per input channel ("abs_sum",
+    (in,)) and the Gram matrix ("gram", X^T X (in, in)), float32 on the CPU; "tokens" counts them. Layers that read
+    the same input tensor one after another (queries, keys and values; gate and up) share one computation of its
+    sums. Returns (stats, the hooks' handles: remove them when done)."""
+    stats = {n: {"abs_sum": torch.zeros(m.in_features), "gram": torch.zeros(m.in_features, m.in_features),
+                 "tokens": 0} for n, m in layers.items()}
+    last = {}  # the latest input and its sums
+
+    def hook(name):
+        def record(_module, args):  # returns None: the input is passed on unchanged
+            if last.get("x") is not args[0]:
+                x = args[0].detach().float().reshape(-1, args[0].shape[-1]).cpu()
+                last.update(x=args[0], abs=x.abs().sum(0), gram=x.t() @ x, tokens=x.shape[0])
+            s = stats[name]
+            s["abs_sum"] += last["abs"]
+            s["gram"] += last["gram"]
+            s["tokens"] += last["tokens"]
+        return record
+
+    return stats, [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
+
+
+def mean_abs_of(stats: dict) -> dict:
+    """``record_linear_inputs``'s sums with "mean_abs" (the mean |x| per input channel, s_x of AWQ) added."""
     for s in stats.values():
-        s["mean_abs"] /= max(s["tokens"], 1)
+        s["mean_abs"] = s["abs_sum"] / max(s["tokens"], 1)
     return stats
 
 
-def _output_error(w: torch.Tensor, w_hat: torch.Tensor, gram: torch.Tensor) -> float:
+def output_error(w: torch.Tensor, w_hat: torch.Tensor, gram: torch.Tensor) -> float:
+    """||W X^T - W_hat X^T||^2 = tr(dW G dW^T) with G = X^T X: a weight change's error on the calibration inputs
+    (what AWQ's searches and GPTQ minimise)."""
     d = w_hat - w
     return float(((d @ gram) * d).sum())
 
@@ -244,7 +276,7 @@ def awq_search(model: nn.Module, stats: dict, *, bits: int, group_size: int | No
     The model is not changed: pass "scales" to ``quantize_linears(input_scales=...)``."""
     granularity = "group" if group_size else "channel"
     out = {"scales": {}, "alpha": {}, "error": {}}
-    for name, lin in _linears(model, skip).items():
+    for name, lin in quantizable_linears(model, skip).items():
         w, st = lin.weight.detach().float(), stats[name]
         sx = st["mean_abs"].clamp_min(1e-8)
         best, errors = None, {}
@@ -253,7 +285,7 @@ def awq_search(model: nn.Module, stats: dict, *, bits: int, group_size: int | No
             s = s / (s.max() * s.min()).sqrt()
             w_hat = dequantize(quantize(w * s, bits, symmetric=symmetric, granularity=granularity,
                                         group_size=group_size)) / s
-            errors[a] = _output_error(w, w_hat, st["gram"])
+            errors[a] = output_error(w, w_hat, st["gram"])
             if a in alphas and (best is None or errors[a] < best[0]):
                 best = (errors[a], a, s)
         rtn = errors[0.0]
@@ -284,7 +316,7 @@ def awq_clip_search(model: nn.Module, stats: dict, *, bits: int, group_size: int
         raise ValueError(f"awq_clip_search: ratios must be a non-empty set of numbers in (0, 1], got {ratios!r}")
     granularity = "group" if group_size else "channel"
     out = {"clip_max": {}, "error": {}}
-    for name, lin in _linears(model, skip).items():
+    for name, lin in quantizable_linears(model, skip).items():
         if any(n in name for n in no_clip):
             continue
         s = (scales or {}).get(name)
@@ -310,7 +342,7 @@ def awq_clip_search(model: nn.Module, stats: dict, *, bits: int, group_size: int
 
         out["clip_max"][name] = best_max
         out["error"][name] = tuple(
-            _output_error(w, dequantize(quantize(clip_groups(w, m, group_size), bits, symmetric=symmetric,
+            output_error(w, dequantize(quantize(clip_groups(w, m, group_size), bits, symmetric=symmetric,
                                                  granularity=granularity, group_size=group_size)), gram)
             for m in (full, best_max))
     return out
@@ -325,7 +357,7 @@ def keep_channels_float(model: nn.Module, stats: dict, *, bits: int, group_size:
     granularity = "group" if group_size else "channel"
     gen = torch.Generator().manual_seed(seed)
     kept = {}
-    for name, lin in _linears(model, skip).items():
+    for name, lin in quantizable_linears(model, skip).items():
         n = max(1, round(fraction * lin.in_features))
         idx = (stats[name]["mean_abs"].topk(n).indices if salient
                else torch.randperm(lin.in_features, generator=gen)[:n])

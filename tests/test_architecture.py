@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "coursekit"
 
 CORE = {"paths", "files", "distributed", "runsettings", "validate", "env", "settings", "profiles", "recipe", "train",
         "modelcache", "kdloss", "metrics", "recorder", "hints", "stats", "ledger", "plots", "params", "downloads", "runtimes",
-        "editions", "quantize", "codebook", "weightquant", "convquant", "quantchecks", "lora", "inference", "onnxexport",
+        "editions", "quantize", "codebook", "weightquant", "gptq", "convquant", "quantchecks", "lora", "inference", "onnxexport",
         "gguffile", "llamacpp", "deploychecks", "surgery", "batching"}
 PART1 = {"data", "models", "checkpoints", "transfer", "distill", "prune", "trim", "imagework", "imagechecks"}
 PART2 = {"pretrained", "textdata", "textmodels", "textdistill", "textprune", "layerscores", "sparsity", "llm",

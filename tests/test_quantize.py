@@ -190,6 +190,10 @@ def test_awq_scaling_leaves_the_float_output_unchanged_and_never_loses_to_rtn_on
         model.embed.weight[:, :2] *= 20  # two input channels carry large activations
     stats = linear_inputs_stats(model, windows)
     assert set(stats) == {"up", "down"} and stats["up"]["tokens"] == 128
+    only = linear_inputs_stats(model, windows, within="do")
+    assert set(only) == {"down"} and torch.equal(only["down"]["gram"], stats["down"]["gram"])
+    with pytest.raises(ValueError, match="within: no linear layer"):
+        linear_inputs_stats(model, windows, within="nothing.")
     lin, s = model.up, torch.rand(64) + 0.5
     x = torch.randn(5, 64)
     assert torch.allclose((x / s) @ (lin.weight * s).t(), x @ lin.weight.t(), atol=1e-5), "W s . x / s = W x"
