@@ -125,6 +125,8 @@ def gptq_linears(module: nn.Module, feed: Callable[[], object], *, bits: int, gr
     before any work. Returns {"layers", "weights", "stored_bytes", "float_bytes"} as
     ``weightquant.quantize_linears`` does, and "tokens"."""
     layers = quantizable_linears(module, skip)
+    if not layers:
+        raise ValueError(f"gptq_linears: no nn.Linear to quantize in the module (skip={skip!r})")
     validate_layers(layers, bits, "group" if group_size else "channel", group_size)
     stats, handles = record_linear_inputs(layers)
     try:
@@ -132,10 +134,11 @@ def gptq_linears(module: nn.Module, feed: Callable[[], object], *, bits: int, gr
     finally:
         for h in handles:
             h.remove()
+    never = [n for n, s in stats.items() if s["tokens"] == 0]
+    if never:  # a layer with no calibration input would get X^T X = 0: every column "dead", every weight zeroed
+        raise ValueError(f"gptq_linears: the calibration feed never ran {', '.join(never)} (zero batches); give it "
+                         f"at least one batch of inputs that passes through every layer")
     tokens = {s["tokens"] for s in stats.values()}
-    if tokens == {0} or not tokens:
-        raise ValueError("gptq_linears: the calibration feed ran none of the layers (zero batches); give it at "
-                         "least one batch of inputs")
     weights = stored = 0
     for names in _same_hessian(layers, stats):  # one GPTQ run on their stacked rows: rows never interact
         w = torch.cat([layers[n].weight.detach().float().cpu() for n in names])

@@ -116,6 +116,12 @@ def test_a_gram_of_the_wrong_shape_and_an_empty_calibration_feed_are_refused_bef
     with pytest.raises(ValueError, match="zero batches"):
         gptq_linears(net, lambda: None, bits=4, skip=())
     assert isinstance(net[0], torch.nn.Linear)
+    two = torch.nn.ModuleDict({"a": torch.nn.Linear(32, 16), "b": torch.nn.Linear(32, 16)})
+    with pytest.raises(ValueError, match="never ran b"):
+        gptq_linears(two, lambda: two["a"](torch.randn(2, 32)), bits=4, skip=())
+    assert isinstance(two["a"], torch.nn.Linear)
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        gptq_linears(torch.nn.ReLU(), lambda: None, bits=4)
     with pytest.raises(ValueError, match="group_size: 12"):
         gptq_linears(net, lambda: net(torch.randn(2, 32)), bits=4, group_size=12, skip=())
     assert isinstance(net[0], torch.nn.Linear)
