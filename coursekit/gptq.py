@@ -6,7 +6,8 @@ after each, moves the rounding error onto the columns not yet rounded, in the di
 on the calibration inputs X (tokens, in) closest: it minimises ||W X^T - W_hat X^T||^2, whose Hessian in each row of
 W is H = 2 X^T X (the same for every row). Rounding column q costs (w_q - Q(w_q))^2 / [H_F^-1]_qq, and the optimal
 update of the remaining columns F is delta_F = -(w_q - Q(w_q)) / [H_F^-1]_qq * (H_F^-1)_{:,q} (Optimal Brain
-Surgeon's update, Hassibi and Stork 1993, applied to every row at once); then q leaves F.
+Surgeon's update, Hassibi and Stork 1993, used for rounding by Optimal Brain Quantization, Frantar and Alistarh
+2022, here applied to every row at once); then q leaves F.
 
 The paper's three steps that make this fast, all kept here:
 1. one fixed column order (left to right) for every row, so H_F^-1 is shared by all rows;
