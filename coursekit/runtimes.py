@@ -32,7 +32,7 @@ MEASURED = {
                     "03_pruning_unstructured": 16, "04_pruning_structured": 19, "05_layer_trimming": 18,
                     "06_pipeline": 18, "07_transformer_transfer": 40, "08_transformer_distillation": 35,
                     "09_transformer_pruning": 46, "10_llm_compression": 36,
-                    "11_quantization": 44, "12_deployment": 83,
+                    "11_quantization": 54, "12_deployment": 83,
                     "13_speech_capstone": 30},
     },
     "gpu": {"machine": None, "source": "no GPU run has been timed yet", "seconds": {}},
