@@ -14,8 +14,8 @@ MEASURED = {
     "cpu": {
         "machine": "2-core development machine (AMD EPYC, 24 GiB, no GPU)",
         "source": "each committed notebook's printed wall time (one cpu-profile run per chapter, reused models "
-                  "included: 01's source model and 02's teacher come from 00's run dir)",
-        "seconds": {"00_baseline": 198, "01_transfer_learning": 198, "02_knowledge_distillation": 412,
+                  "included: 01's source model and 02's teacher come from 00's run dir; 01 re-timed on a 2-core Intel Xeon)",
+        "seconds": {"00_baseline": 198, "01_transfer_learning": 195, "02_knowledge_distillation": 412,
                     "03_pruning_unstructured": 272, "04_pruning_structured": 180, "05_layer_trimming": 312,
                     "06_pipeline": 288, "07_transformer_transfer": 343, "08_transformer_distillation": 301,
                     "09_transformer_pruning": 310, "10_llm_compression": 339,
