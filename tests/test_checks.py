@@ -203,12 +203,12 @@ def test_check_target_judges_size_and_accuracy_and_names_what_missed(capsys):
     with pytest.raises(AssertionError, match="at most 40.0%"):
         checks.check_target(small, reference=big, size="params", max_size=0.4, accuracy_of=lambda m: 0.9,
                             reference_accuracy=0.8, max_drop=1.0)
-    with pytest.raises(AssertionError, match="-2.00 points.*at least -1.00"):
-        checks.check_target(small, reference=big, size="params", max_size=0.5, accuracy_of=lambda m: 0.78,
+    with pytest.raises(AssertionError, match="-4.00 points.*at least -1.00"):  # missed by more than the 2-point spread
+        checks.check_target(small, reference=big, size="params", max_size=0.5, accuracy_of=lambda m: 0.76,
                             reference_accuracy=0.80, max_drop=1.0)
     # a negative max_drop asks for a gain; judge="size" (a dry run) judges the size only, "none" (smoke) nothing
     with pytest.raises(AssertionError, match="at least \\+3.00"):
-        checks.check_target(small, reference=big, size="params", max_size=0.5, accuracy_of=lambda m: 0.82,
+        checks.check_target(small, reference=big, size="params", max_size=0.5, accuracy_of=lambda m: 0.79,
                             reference_accuracy=0.80, max_drop=-3.0)
     assert checks.check_target(small, reference=big, size="params", max_size=0.5, accuracy_of=lambda m: 0.1,
                                reference_accuracy=0.8, max_drop=1.0, judge="size")["accuracy"] == 0.1
@@ -289,7 +289,7 @@ def test_judge_targets_judges_size_unless_none_and_accuracy_only_under_all():
 
     reset_hints()
     size_miss = dict(ratio=0.5, max_ratio=0.25, drop=0.0, max_drop=1.0)
-    acc_miss = dict(ratio=0.2, max_ratio=0.25, drop=3.0, max_drop=1.0)
+    acc_miss = dict(ratio=0.2, max_ratio=0.25, drop=3.5, max_drop=1.0)  # beyond the 2-point tolerance
     fails = (("size missed.", "cut more"), ("accuracy missed.", "recover"))
     for judge in ("none", "size", "all"):
         for case in (size_miss, acc_miss):
@@ -301,3 +301,21 @@ def test_judge_targets_judges_size_unless_none_and_accuracy_only_under_all():
                 judge_targets(judge, **case, size_failure=fails[0], accuracy_failure=fails[1])
     judge_targets("all", ratio=0.25, max_ratio=0.25, drop=1.0, max_drop=1.0, size_failure=fails[0],
                   accuracy_failure=fails[1])  # a target met exactly passes
+
+
+def test_an_accuracy_miss_within_the_measured_spread_between_cpus_is_reported_not_failed(capsys):
+    from coursekit.hints import ACCURACY_TOLERANCE_POINTS, judge_targets
+
+    fails = (("size missed.", "cut more"), ("accuracy missed.", "recover"))
+    judge_targets("all", ratio=0.2, max_ratio=0.25, drop=5.4, max_drop=5.0, size_failure=fails[0],
+                  accuracy_failure=fails[1])  # 00's design on the Intel Xeon: 0.40 points short
+    assert "missed by 0.40 points, within the 2.00 points" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="accuracy missed"):
+        judge_targets("all", ratio=0.2, max_ratio=0.25, drop=5.0 + ACCURACY_TOLERANCE_POINTS + 0.01, max_drop=5.0,
+                      size_failure=fails[0], accuracy_failure=fails[1])
+    with pytest.raises(AssertionError, match="accuracy missed"):  # a check in other units passes no tolerance
+        judge_targets("all", ratio=0.2, max_ratio=0.25, drop=2.31, max_drop=2.30, size_failure=fails[0],
+                      accuracy_failure=fails[1], tolerance=0.0)
+    judge_targets("all", ratio=0.2, max_ratio=0.25, drop=4.0, max_drop=5.0, size_failure=fails[0],
+                  accuracy_failure=fails[1])
+    assert capsys.readouterr().out == "", "a target met prints nothing more"

@@ -18,8 +18,8 @@ def test_the_lora_plan_check_counts_what_a_task_stores_and_judges_both_targets(t
     assert "LoRA r=2 on ['query', 'value']" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="1.2 kB per task; the target is at most 0 kB"):
         check_lora_plan(model, accuracy_of=lambda m: 0.86, reference_accuracy=0.87, max_stored_kb=0.1, max_drop=1.5)
-    with pytest.raises(AssertionError, match="2.00 points below the full fine-tune; at most 1.50 allowed"):
-        check_lora_plan(model, accuracy_of=lambda m: 0.85, reference_accuracy=0.87, max_stored_kb=2.0, max_drop=1.5)
+    with pytest.raises(AssertionError, match="4.00 points below the full fine-tune; at most 1.50 allowed"):
+        check_lora_plan(model, accuracy_of=lambda m: 0.83, reference_accuracy=0.87, max_stored_kb=2.0, max_drop=1.5)
     check_lora_plan(model, accuracy_of=lambda m: 0.5, reference_accuracy=0.87, max_stored_kb=2.0, max_drop=1.5,
                     judge="size")  # accuracy reported, not judged
     with pytest.raises(ValueError, match="model: TextClassifier is not allowed"):
